@@ -1,0 +1,8 @@
+//! The sans-IO core of safe-updater.
+//!
+//! Everything here is a pure function of its inputs: no network, no files, no clock, no
+//! environment. Time, environment variables and file contents are passed in by the caller.
+//! Adapters (Docker, Kubernetes, registries, the store) live in other crates and must not be
+//! reached from here.
+
+pub mod asset;
