@@ -6,3 +6,5 @@
 //! reached from here.
 
 pub mod asset;
+pub mod semver;
+pub mod tag;
