@@ -1,0 +1,903 @@
+//! The configuration file: YAML in, a validated [`Config`] out, or every problem at once, each
+//! naming the file, line and field (or the environment variable that set it).
+//!
+//! Loading is two-phase. Phase one reads the YAML into typed, still raw structures (unknown
+//! keys and wrong types stop here, with their position). Phase two compiles every value —
+//! durations, regular expressions, constraints, windows, time zones — and collects all problems
+//! instead of stopping at the first. Environment variables are applied between the two.
+//!
+//! Pure: the caller reads the file and the environment and passes both in.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use jiff::civil::Time;
+use jiff::tz::TimeZone;
+use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
+use marked_yaml::{Node, Span};
+use regex::Regex;
+use serde::Deserialize;
+
+use crate::asset::AssetKind;
+use crate::constraint::Constraint;
+use crate::policy::{
+    Gate, GateClass, Layer, Matcher, OnFailure, Policy, Setting, VariantMatch, Window, glob_regex,
+    parse_duration, parse_versioning,
+};
+
+/// The commented default configuration printed by `generate-config`.
+pub const TEMPLATE: &str = include_str!("default-config.yaml");
+
+/// Environment variables that start with this and contain `__` override file values.
+pub const ENV_PREFIX: &str = "SAFE_UPDATER_";
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Where the configuration came from (a path, or `built-in defaults`).
+    pub source: String,
+    pub policy: Policy,
+    pub state_path: Option<String>,
+}
+
+impl Config {
+    /// The configuration used when no file is given: the built-in defaults.
+    pub fn builtin() -> Config {
+        Config {
+            source: "built-in defaults".into(),
+            ..Config::default()
+        }
+    }
+}
+
+/// One thing wrong with a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file name, or `environment variable NAME`.
+    pub source: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// Dotted path of the field, e.g. `policy.gates.minor` or `resources[1].match.kind`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+            if let Some(c) = self.column {
+                write!(f, ":{c}")?;
+            }
+        }
+        if self.field.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": {}: {}", self.field, self.message)
+        }
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    version: Option<u32>,
+    state: Option<RawState>,
+    policy: Option<RawPolicy>,
+    #[serde(default)]
+    namespaces: BTreeMap<String, RawPolicy>,
+    #[serde(default)]
+    resources: Vec<RawResource>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    enabled: Option<bool>,
+    gates: Option<RawGates>,
+    min_age: Option<String>,
+    on_failure: Option<OnFailure>,
+    variant: Option<VariantMatch>,
+    versioning: Option<String>,
+    windows: Option<Vec<RawWindow>>,
+    constraint: Option<String>,
+    include: Option<Vec<String>>,
+    exclude: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGates {
+    patch: Option<Gate>,
+    minor: Option<Gate>,
+    major: Option<Gate>,
+    prerelease: Option<Gate>,
+    digest: Option<Gate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWindow {
+    days: Option<Vec<String>>,
+    start: String,
+    end: String,
+    timezone: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResource {
+    name: Option<String>,
+    #[serde(rename = "match")]
+    matcher: RawMatch,
+    #[serde(default)]
+    policy: RawPolicy,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMatch {
+    kind: Option<String>,
+    namespace: Option<String>,
+    name: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+/// Where problems are located: the parsed YAML tree and which paths the environment set.
+struct Locator<'a> {
+    source: &'a str,
+    root: &'a Node,
+    env_paths: Vec<(String, String)>,
+}
+
+enum Seg<'s> {
+    Key(&'s str),
+    Index(usize),
+}
+
+fn split_path(path: &str) -> Vec<Seg<'_>> {
+    let mut segs = Vec::new();
+    for part in path.split('.') {
+        let (key, mut rest) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            segs.push(Seg::Key(key));
+        }
+        while let Some(inner) = rest.strip_prefix('[') {
+            let Some(end) = inner.find(']') else { break };
+            if let Ok(i) = inner[..end].parse() {
+                segs.push(Seg::Index(i));
+            }
+            rest = &inner[end + 1..];
+        }
+    }
+    segs
+}
+
+impl Locator<'_> {
+    fn problem(&self, field: &str, message: impl Into<String>) -> Problem {
+        if let Some((_, var)) = self
+            .env_paths
+            .iter()
+            .find(|(p, _)| field == p || field.starts_with(&format!("{p}.")))
+        {
+            return Problem {
+                source: format!("environment variable {var}"),
+                line: None,
+                column: None,
+                field: field.to_owned(),
+                message: message.into(),
+            };
+        }
+        let (line, column) = self.position(field).unzip();
+        Problem {
+            source: self.source.to_owned(),
+            line,
+            column,
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// The position of the deepest node on `path` that exists in the file.
+    fn position(&self, path: &str) -> Option<(usize, usize)> {
+        let mut node = self.root;
+        let mut best = node.span().start().map(|m| (m.line(), m.column()));
+        for seg in split_path(path) {
+            let next = match (seg, node) {
+                (Seg::Key(k), Node::Mapping(m)) => m.get_node(k),
+                (Seg::Index(i), Node::Sequence(s)) => s.get_node(i),
+                _ => None,
+            };
+            match next {
+                Some(n) => {
+                    node = n;
+                    if let Some(m) = n.span().start() {
+                        best = Some((m.line(), m.column()));
+                    }
+                }
+                None => break,
+            }
+        }
+        best
+    }
+}
+
+/// Applies `SAFE_UPDATER_A__B__C=value` overrides to the tree; returns (path, variable) pairs.
+fn apply_env(
+    root: &mut Node,
+    env: &[(String, String)],
+) -> Result<Vec<(String, String)>, Vec<Problem>> {
+    let mut applied = Vec::new();
+    let mut problems = Vec::new();
+    let mut vars: Vec<&(String, String)> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
+        .collect();
+    vars.sort();
+    for (name, value) in vars {
+        let segs: Vec<String> = name[ENV_PREFIX.len()..]
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect();
+        if segs.iter().any(String::is_empty) {
+            problems.push(Problem {
+                source: format!("environment variable {name}"),
+                line: None,
+                column: None,
+                field: String::new(),
+                message: "empty path segment; write it like SAFE_UPDATER_POLICY__GATES__MINOR"
+                    .into(),
+            });
+            continue;
+        }
+        let new_value = if value.trim_start().starts_with(['[', '{']) {
+            match marked_yaml::parse_yaml(1, format!("v: {value}")) {
+                Ok(Node::Mapping(m)) => m.get_node("v").cloned(),
+                _ => None,
+            }
+        } else {
+            Some(Node::Scalar(MarkedScalarNode::new(
+                Span::new_blank(),
+                value.clone(),
+            )))
+        };
+        let Some(new_value) = new_value else {
+            problems.push(Problem {
+                source: format!("environment variable {name}"),
+                line: None,
+                column: None,
+                field: segs.join("."),
+                message: format!("{value:?} is not valid YAML"),
+            });
+            continue;
+        };
+        let mut node = &mut *root;
+        let mut path = String::new();
+        let mut ok = true;
+        for (i, seg) in segs.iter().enumerate() {
+            let last = i + 1 == segs.len();
+            let index = seg.parse::<usize>().ok();
+            path = match index {
+                Some(n) => format!("{path}[{n}]"),
+                None if path.is_empty() => seg.clone(),
+                None => format!("{path}.{seg}"),
+            };
+            node = match (node, index) {
+                (Node::Sequence(s), Some(n)) if n < s.len() => {
+                    if last {
+                        s[n] = new_value.clone();
+                        break;
+                    }
+                    &mut s[n]
+                }
+                (Node::Mapping(m), _) => {
+                    let key = MarkedScalarNode::new(Span::new_blank(), seg.clone());
+                    if last {
+                        m.insert(key, new_value.clone());
+                        break;
+                    }
+                    let entry = m.entry(key).or_insert_with(|| {
+                        Node::Mapping(MarkedMappingNode::new_empty(Span::new_blank()))
+                    });
+                    if matches!(entry, Node::Scalar(s) if s.as_str().is_empty()) {
+                        *entry = Node::Mapping(MarkedMappingNode::new_empty(Span::new_blank()));
+                    }
+                    entry
+                }
+                _ => {
+                    ok = false;
+                    break;
+                }
+            };
+        }
+        if ok {
+            applied.push((
+                segs.iter()
+                    .fold(String::new(), |acc, s| match s.parse::<usize>() {
+                        Ok(n) => format!("{acc}[{n}]"),
+                        Err(_) if acc.is_empty() => s.clone(),
+                        Err(_) => format!("{acc}.{s}"),
+                    }),
+                name.clone(),
+            ));
+        } else {
+            problems.push(Problem {
+                source: format!("environment variable {name}"),
+                line: None,
+                column: None,
+                field: path,
+                message: "does not name a field that can be set here".into(),
+            });
+        }
+    }
+    if problems.is_empty() {
+        Ok(applied)
+    } else {
+        Err(problems)
+    }
+}
+
+/// `null`, `~` and the empty string in an optional text field mean "not set".
+fn present(s: &Option<String>) -> Option<&str> {
+    match s.as_deref().map(str::trim) {
+        None | Some("" | "~" | "null" | "Null" | "NULL") => None,
+        Some(v) => Some(v),
+    }
+}
+
+fn parse_days(days: &[String]) -> Result<[bool; 7], String> {
+    let names = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    let mut out = [false; 7];
+    for d in days {
+        let d = d.trim().to_ascii_lowercase();
+        match d.as_str() {
+            "daily" | "*" | "all" => out = [true; 7],
+            "weekdays" => out[..5].iter_mut().for_each(|x| *x = true),
+            "weekends" => out[5..].iter_mut().for_each(|x| *x = true),
+            other => match names
+                .iter()
+                .position(|n| other.starts_with(n) && full_day_name(n).starts_with(other))
+            {
+                Some(i) => out[i] = true,
+                None => {
+                    return Err(format!(
+                        "'{other}' is not a day; use mon..sun, weekdays, weekends or daily"
+                    ));
+                }
+            },
+        }
+    }
+    Ok(out)
+}
+
+fn full_day_name(short: &str) -> &'static str {
+    match short {
+        "mon" => "monday",
+        "tue" => "tuesday",
+        "wed" => "wednesday",
+        "thu" => "thursday",
+        "fri" => "friday",
+        "sat" => "saturday",
+        _ => "sunday",
+    }
+}
+
+fn parse_time(s: &str) -> Result<Time, String> {
+    s.trim()
+        .parse::<Time>()
+        .map_err(|_| format!("'{s}' is not a time of day; write it like \"02:00\""))
+}
+
+fn compile_layer(
+    loc: &Locator<'_>,
+    base: &str,
+    rule: &str,
+    raw: &RawPolicy,
+    problems: &mut Vec<Problem>,
+) -> Layer {
+    let mut layer = Layer::default();
+    let field = |f: &str| {
+        if base.is_empty() {
+            f.to_owned()
+        } else {
+            format!("{base}.{f}")
+        }
+    };
+    let rule_of = |f: &str| format!("{rule}.{f}");
+    if let Some(e) = raw.enabled {
+        layer.enabled = Some(Setting {
+            value: e,
+            rule: rule_of("enabled"),
+        });
+    }
+    if let Some(g) = &raw.gates {
+        for (class, gate) in [
+            (GateClass::Patch, g.patch),
+            (GateClass::Minor, g.minor),
+            (GateClass::Major, g.major),
+            (GateClass::Prerelease, g.prerelease),
+            (GateClass::Digest, g.digest),
+        ] {
+            if let Some(gate) = gate {
+                layer.set_gate(class, gate, rule_of(class.as_str()));
+            }
+        }
+    }
+    if let Some(s) = present(&raw.min_age) {
+        match parse_duration(s) {
+            Ok(d) => {
+                layer.min_age = Some(Setting {
+                    value: d,
+                    rule: rule_of("min_age"),
+                })
+            }
+            Err(e) => problems.push(loc.problem(&field("min_age"), e)),
+        }
+    }
+    if let Some(o) = raw.on_failure {
+        layer.on_failure = Some(Setting {
+            value: o,
+            rule: rule_of("on_failure"),
+        });
+    }
+    if let Some(v) = raw.variant {
+        layer.variant = Some(Setting {
+            value: v,
+            rule: rule_of("variant"),
+        });
+    }
+    if let Some(s) = present(&raw.versioning) {
+        match parse_versioning(s) {
+            Ok(v) => {
+                layer.versioning = Some(Setting {
+                    value: v,
+                    rule: rule_of("versioning"),
+                })
+            }
+            Err(e) => problems.push(loc.problem(&field("versioning"), e)),
+        }
+    }
+    if let Some(s) = present(&raw.constraint) {
+        match Constraint::parse(s) {
+            Ok(c) => {
+                layer.constraint = Some(Setting {
+                    value: c,
+                    rule: rule_of("constraint"),
+                })
+            }
+            Err(e) => problems.push(loc.problem(&field("constraint"), e.to_string())),
+        }
+    }
+    for (name, list, slot) in [
+        ("include", &raw.include, &mut layer.include),
+        ("exclude", &raw.exclude, &mut layer.exclude),
+    ] {
+        if let Some(list) = list {
+            let mut res = Vec::new();
+            for (i, pat) in list.iter().enumerate() {
+                match Regex::new(pat) {
+                    Ok(r) => res.push(r),
+                    Err(e) => problems.push(loc.problem(
+                        &format!("{}[{i}]", field(name)),
+                        format!("invalid regular expression: {e}"),
+                    )),
+                }
+            }
+            *slot = Some(Setting {
+                value: Arc::new(res),
+                rule: rule_of(name),
+            });
+        }
+    }
+    if let Some(windows) = &raw.windows {
+        let mut out = Vec::new();
+        for (i, w) in windows.iter().enumerate() {
+            let at = |f: &str| format!("{}[{i}].{f}", field("windows"));
+            let days = match &w.days {
+                Some(d) => parse_days(d)
+                    .map_err(|e| problems.push(loc.problem(&at("days"), e)))
+                    .ok(),
+                None => Some([true; 7]),
+            };
+            let start = parse_time(&w.start)
+                .map_err(|e| problems.push(loc.problem(&at("start"), e)))
+                .ok();
+            let end = parse_time(&w.end)
+                .map_err(|e| problems.push(loc.problem(&at("end"), e)))
+                .ok();
+            let tz_name = present(&w.timezone).unwrap_or("UTC").to_owned();
+            let tz = TimeZone::get(&tz_name)
+                .map_err(|_| {
+                    problems.push(loc.problem(
+                        &at("timezone"),
+                        format!(
+                            "'{tz_name}' is not a known IANA time zone (e.g. Europe/Berlin, UTC)"
+                        ),
+                    ))
+                })
+                .ok();
+            if let (Some(days), Some(start), Some(end), Some(tz)) = (days, start, end, tz) {
+                out.push(Window {
+                    days,
+                    start,
+                    end,
+                    tz,
+                    tz_name,
+                });
+            }
+        }
+        layer.windows = Some(Setting {
+            value: Arc::new(out),
+            rule: rule_of("windows"),
+        });
+    }
+    layer
+}
+
+/// Loads a configuration from its text. `source` names it in messages (usually the path);
+/// `env` is the process environment (only `SAFE_UPDATER_*__*` variables are read).
+pub fn load(source: &str, text: &str, env: &[(String, String)]) -> Result<Config, ConfigError> {
+    let mut root = if text.trim().is_empty()
+        || text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
+        Node::Mapping(MarkedMappingNode::new_empty(Span::new_blank()))
+    } else {
+        let opts = marked_yaml::LoaderOptions::default().error_on_duplicate_keys(true);
+        marked_yaml::parse_yaml_with_options(0, text, opts).map_err(|e| ConfigError {
+            problems: vec![load_error_problem(source, &e)],
+        })?
+    };
+    let env_paths = apply_env(&mut root, env).map_err(|problems| ConfigError { problems })?;
+    let loc = Locator {
+        source,
+        root: &root,
+        env_paths,
+    };
+    let raw: RawConfig = marked_yaml::from_node(&root).map_err(|e| {
+        let field = e.path().unwrap_or("").to_owned();
+        let message = clean_serde_message(&e.to_string());
+        let mut p = loc.problem(&field, message);
+        if p.line.is_none() || field.is_empty() {
+            if let Some(m) = e.start_mark() {
+                p.line = Some(m.line());
+                p.column = Some(m.column());
+            }
+        }
+        ConfigError { problems: vec![p] }
+    })?;
+
+    let mut problems = Vec::new();
+    if let Some(v) = raw.version
+        && v != 1
+    {
+        problems.push(loc.problem(
+            "version",
+            format!("version {v} is not supported by this safe-updater; it reads version 1"),
+        ));
+    }
+    let mut policy = Policy::default();
+    if let Some(p) = &raw.policy {
+        policy.global = compile_layer(&loc, "policy", "global", p, &mut problems);
+    }
+    for (ns, p) in &raw.namespaces {
+        let layer = compile_layer(
+            &loc,
+            &format!("namespaces.{ns}"),
+            &format!("namespace.{ns}"),
+            p,
+            &mut problems,
+        );
+        policy.namespaces.insert(ns.clone(), layer);
+    }
+    for (i, r) in raw.resources.iter().enumerate() {
+        let base = format!("resources[{i}]");
+        let rule = match present(&r.name) {
+            Some(n) => format!("resource.{n}"),
+            None => format!("resource[{i}]"),
+        };
+        let mut matcher = Matcher {
+            labels: r.matcher.labels.clone(),
+            ..Matcher::default()
+        };
+        if let Some(k) = present(&r.matcher.kind) {
+            match AssetKind::parse(k) {
+                Some(kind) => matcher.kind = Some(kind),
+                None => problems.push(loc.problem(
+                    &format!("{base}.match.kind"),
+                    format!(
+                        "'{k}' is not a kind; use one of {}",
+                        AssetKind::ALL.map(AssetKind::as_str).join(", ")
+                    ),
+                )),
+            }
+        }
+        for (f, val, slot) in [
+            ("namespace", &r.matcher.namespace, &mut matcher.namespace),
+            ("name", &r.matcher.name, &mut matcher.name),
+        ] {
+            if let Some(g) = present(val) {
+                match glob_regex(g) {
+                    Ok(re) => *slot = Some(re),
+                    Err(e) => problems.push(loc.problem(
+                        &format!("{base}.match.{f}"),
+                        format!("invalid pattern: {e}"),
+                    )),
+                }
+            }
+        }
+        let layer = compile_layer(
+            &loc,
+            &format!("{base}.policy"),
+            &rule,
+            &r.policy,
+            &mut problems,
+        );
+        policy.resources.push((matcher, layer));
+    }
+    if !problems.is_empty() {
+        return Err(ConfigError { problems });
+    }
+    Ok(Config {
+        source: source.to_owned(),
+        policy,
+        state_path: raw
+            .state
+            .as_ref()
+            .and_then(|s| present(&s.path))
+            .map(str::to_owned),
+    })
+}
+
+fn load_error_problem(source: &str, e: &marked_yaml::LoadError) -> Problem {
+    use marked_yaml::LoadError as L;
+    let (mark, message) = match e {
+        L::TopLevelMustBeMapping(m) => (
+            Some(*m),
+            "the top level must be a mapping of settings (key: value)".to_owned(),
+        ),
+        L::TopLevelMustBeSequence(m) => (Some(*m), "the top level must be a sequence".to_owned()),
+        L::UnexpectedAnchor(m) => (
+            Some(*m),
+            "YAML anchors and aliases are not supported; repeat the value".to_owned(),
+        ),
+        L::MappingKeyMustBeScalar(m) => (Some(*m), "mapping keys must be plain strings".to_owned()),
+        L::UnexpectedTag(m) => (Some(*m), "YAML tags (!!...) are not supported".to_owned()),
+        L::ScanError(m, err) => (Some(*m), format!("invalid YAML: {err}")),
+        L::DuplicateKey(d) => (
+            d.key.span().start().copied(),
+            format!(
+                "duplicate key '{}' (first defined on line {})",
+                d.key.as_str(),
+                d.prev_key.span().start().map_or(0, |m| m.line())
+            ),
+        ),
+    };
+    Problem {
+        source: source.to_owned(),
+        line: mark.map(|m| m.line()),
+        column: mark.map(|m| m.column()),
+        field: String::new(),
+        message,
+    }
+}
+
+/// serde's messages name Rust things; keep the useful part for people.
+fn clean_serde_message(msg: &str) -> String {
+    // marked-yaml appends its own position ("... at 3:5"); the Problem carries the position.
+    let msg = match msg.rfind(" at ") {
+        Some(i) if msg[i + 4..].chars().all(|c| c.is_ascii_digit() || c == ':') => &msg[..i],
+        _ => msg,
+    };
+    msg.replace("unknown variant", "unknown value")
+        .replace("unknown field", "unknown setting")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{AssetView, defaults};
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn view(kind: AssetKind, ns: Option<&str>, name: &str) -> AssetView<'static> {
+        // Leaked for brevity in tests only.
+        let name: &'static str = Box::leak(name.to_owned().into_boxed_str());
+        let ns = ns.map(|n| &*Box::leak(n.to_owned().into_boxed_str()));
+        AssetView {
+            kind,
+            namespace: ns,
+            name,
+            labels: None,
+            annotations: None,
+        }
+    }
+
+    fn err_of(text: &str) -> Vec<String> {
+        match load("cfg.yaml", text, &[]) {
+            Ok(_) => panic!("expected an error for:\n{text}"),
+            Err(e) => e.problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn template_is_exactly_the_defaults() {
+        let cfg = load("template", TEMPLATE, &[]).unwrap_or_else(|e| panic!("{e}"));
+        let eff = cfg
+            .policy
+            .resolve(&view(AssetKind::Deployment, Some("x"), "y"));
+        let d = defaults();
+        for c in GateClass::ALL {
+            assert_eq!(eff.gate(c).value, d.gate(c).value, "{}", c.as_str());
+        }
+        assert_eq!(eff.min_age.value, d.min_age.value);
+        assert_eq!(eff.on_failure.value, d.on_failure.value);
+        assert_eq!(eff.variant.value, d.variant.value);
+        assert!(eff.windows.value.is_empty());
+        assert!(eff.constraint.is_none());
+        assert_eq!(cfg.state_path.as_deref(), Some("safe-updater.db"));
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let cfg = load("empty", "# nothing\n", &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(cfg.policy.namespaces.is_empty());
+    }
+
+    #[test]
+    fn hierarchy_global_namespace_resource() {
+        let text = r#"
+policy:
+  gates: { minor: auto }
+namespaces:
+  prod:
+    gates: { minor: manual, patch: review }
+resources:
+  - name: db
+    match: { kind: StatefulSet, name: "pg-*" }
+    policy:
+      gates: { patch: manual }
+      on_failure: freeze
+"#;
+        let cfg = load("c.yaml", text, &[]).unwrap_or_else(|e| panic!("{e}"));
+        let dev = cfg
+            .policy
+            .resolve(&view(AssetKind::Deployment, Some("dev"), "web"));
+        assert_eq!(
+            (
+                dev.gate(GateClass::Minor).value,
+                dev.gate(GateClass::Minor).rule.as_str()
+            ),
+            (Gate::Auto, "global.minor")
+        );
+        let prod = cfg
+            .policy
+            .resolve(&view(AssetKind::Deployment, Some("prod"), "web"));
+        assert_eq!(prod.gate(GateClass::Minor).rule, "namespace.prod.minor");
+        assert_eq!(prod.gate(GateClass::Patch).value, Gate::Review);
+        let db = cfg
+            .policy
+            .resolve(&view(AssetKind::StatefulSet, Some("prod"), "pg-main"));
+        assert_eq!(
+            (
+                db.gate(GateClass::Patch).value,
+                db.gate(GateClass::Patch).rule.as_str()
+            ),
+            (Gate::Manual, "resource.db.patch")
+        );
+        assert_eq!(db.gate(GateClass::Minor).rule, "namespace.prod.minor");
+        assert_eq!(db.on_failure.value, OnFailure::Freeze);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_file_line_and_field() {
+        let e = err_of("policy:\n  gates:\n    minr: auto\n");
+        assert!(e[0].starts_with("cfg.yaml:3:"), "{e:?}");
+        assert!(e[0].contains("minr"), "{e:?}");
+        let e = err_of("policy:\n  gates:\n    minor: sometimes\n");
+        assert!(e[0].starts_with("cfg.yaml:3:"), "{e:?}");
+        assert!(e[0].contains("policy.gates.minor"), "{e:?}");
+        assert!(e[0].contains("sometimes"), "{e:?}");
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_at_once() {
+        let text = "policy:\n  min_age: soon\n  constraint: '>>1'\n  include: ['(']\n  windows:\n    - days: [funday]\n      start: '25:00'\n      end: '03:00'\n      timezone: Mars/Olympus\n";
+        let e = err_of(text);
+        assert_eq!(e.len(), 6, "{e:#?}");
+        assert!(
+            e[0].starts_with("cfg.yaml:2:") && e[0].contains("policy.min_age"),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|p| p.starts_with("cfg.yaml:9:") && p.contains("policy.windows[0].timezone")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn yaml_syntax_and_duplicate_keys() {
+        let e = err_of("policy:\n  gates: [\n");
+        assert!(e[0].starts_with("cfg.yaml:"), "{e:?}");
+        let e = err_of("policy:\n  min_age: 1h\n  min_age: 2h\n");
+        assert!(e[0].contains("duplicate key 'min_age'"), "{e:?}");
+    }
+
+    #[test]
+    fn environment_overrides_file_values() {
+        let cfg = load(
+            "c.yaml",
+            "policy:\n  gates:\n    minor: review\n",
+            &env(&[
+                ("SAFE_UPDATER_POLICY__GATES__MINOR", "auto"),
+                ("SAFE_UPDATER_NAMESPACES__PROD__MIN_AGE", "2h"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let eff = cfg
+            .policy
+            .resolve(&view(AssetKind::Deployment, Some("prod"), "w"));
+        assert_eq!(eff.gate(GateClass::Minor).value, Gate::Auto);
+        assert_eq!(eff.min_age.value, std::time::Duration::from_secs(7200));
+
+        let e = load(
+            "c.yaml",
+            "",
+            &env(&[("SAFE_UPDATER_POLICY__MIN_AGE", "later")]),
+        )
+        .err()
+        .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some(
+                "environment variable SAFE_UPDATER_POLICY__MIN_AGE: policy.min_age: 'later' is not a duration; write it like 30m, 48h or 7d"
+            )
+        );
+        let e = load("c.yaml", "", &env(&[("SAFE_UPDATER_POLICY__BOGUS", "1")]))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("SAFE_UPDATER_POLICY__BOGUS") && e.contains("bogus"),
+            "{e}"
+        );
+    }
+}

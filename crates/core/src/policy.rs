@@ -1,0 +1,621 @@
+//! Update policy: gates per change class, cooldowns, windows, pins and tag filters, and the
+//! hierarchy that resolves them for one asset: built-in defaults → `policy` (global) →
+//! `namespaces.<name>` → every matching `resources[]` entry in file order → the resource's own
+//! labels → its annotations. The last layer that sets a field wins, and every resolved field
+//! remembers the rule that set it, so a decision can say *why*.
+//!
+//! This module holds compiled, validated policy only. Reading YAML is `config.rs`'s job;
+//! deciding about versions is `decide.rs`'s.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use jiff::civil::{Time, Weekday};
+use jiff::tz::TimeZone;
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::asset::AssetKind;
+use crate::constraint::Constraint;
+use crate::tag::{CustomPattern, Scheme};
+
+/// What happens to an update of a given change class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gate {
+    /// Proceeds by itself (inside windows, after the cooldown).
+    Auto,
+    /// Waits for an approval (CLI, API or UI), then proceeds.
+    Review,
+    /// Never runs by itself; only an operator starts it.
+    Manual,
+    /// Ignored: not proposed at all.
+    Skip,
+}
+
+impl Gate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Gate::Auto => "auto",
+            Gate::Review => "review",
+            Gate::Manual => "manual",
+            Gate::Skip => "skip",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Gate> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Some(Gate::Auto),
+            "review" => Some(Gate::Review),
+            "manual" => Some(Gate::Manual),
+            "skip" => Some(Gate::Skip),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Gate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The classes a gate is configured for. A `build` change (a new `-rN` revision or build
+/// metadata of the same version) is gated as `patch`: it is a rebuild of what already runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateClass {
+    Patch,
+    Minor,
+    Major,
+    Prerelease,
+    Digest,
+}
+
+impl GateClass {
+    pub const ALL: [GateClass; 5] = [
+        GateClass::Patch,
+        GateClass::Minor,
+        GateClass::Major,
+        GateClass::Prerelease,
+        GateClass::Digest,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateClass::Patch => "patch",
+            GateClass::Minor => "minor",
+            GateClass::Major => "major",
+            GateClass::Prerelease => "prerelease",
+            GateClass::Digest => "digest",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What to do when an update fails its health checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Restore the snapshot taken before the update.
+    Rollback,
+    /// Leave the new version in place, alert, and stop updating the asset: for services whose
+    /// migrations cannot be undone, where rolling back would do more harm.
+    Freeze,
+}
+
+impl OnFailure {
+    pub fn parse(s: &str) -> Option<OnFailure> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "rollback" => Some(OnFailure::Rollback),
+            "freeze" => Some(OnFailure::Freeze),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a tag's variant must match exactly (`alpine3.20` only) or by name (`alpine*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VariantMatch {
+    Exact,
+    Loose,
+}
+
+impl VariantMatch {
+    pub fn parse(s: &str) -> Option<VariantMatch> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "exact" => Some(VariantMatch::Exact),
+            "loose" => Some(VariantMatch::Loose),
+            _ => None,
+        }
+    }
+}
+
+/// A weekly update window in a time zone. `end` not after `start` means the window runs past
+/// midnight (`22:00`–`04:00`); `start == end` means the whole day.
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub days: [bool; 7],
+    pub start: Time,
+    pub end: Time,
+    pub tz: TimeZone,
+    pub tz_name: String,
+}
+
+fn weekday_index(w: Weekday) -> usize {
+    usize::try_from(w.to_monday_zero_offset()).unwrap_or(0)
+}
+
+impl Window {
+    /// Whether `now` falls inside this window.
+    pub fn contains(&self, now: Timestamp) -> bool {
+        let local = now.to_zoned(self.tz.clone());
+        let t = local.time();
+        let day = weekday_index(local.weekday());
+        let prev = (day + 6) % 7;
+        if self.start == self.end {
+            return self.days[day];
+        }
+        if self.start < self.end {
+            self.days[day] && self.start <= t && t < self.end
+        } else {
+            (self.days[day] && t >= self.start) || (self.days[prev] && t < self.end)
+        }
+    }
+
+    /// The next moment at or after `now` when the window is open.
+    pub fn next_open(&self, now: Timestamp) -> Option<Timestamp> {
+        if self.contains(now) {
+            return Some(now);
+        }
+        let today = now.to_zoned(self.tz.clone()).date();
+        for offset in 0..=7i64 {
+            let date = today.checked_add(jiff::Span::new().days(offset)).ok()?;
+            if !self.days[weekday_index(date.weekday())] {
+                continue;
+            }
+            let open = date
+                .to_datetime(self.start)
+                .to_zoned(self.tz.clone())
+                .ok()?
+                .timestamp();
+            if open > now {
+                return Some(open);
+            }
+        }
+        None
+    }
+}
+
+/// A resolved setting and the rule that produced it (`default.patch`, `global.min_age`,
+/// `namespace.prod.minor`, `resource.payments-db.on_failure`, `label:safe-updater.io/major`).
+#[derive(Debug, Clone)]
+pub struct Setting<T> {
+    pub value: T,
+    pub rule: String,
+}
+
+impl<T> Setting<T> {
+    fn new(value: T, rule: String) -> Setting<T> {
+        Setting { value, rule }
+    }
+}
+
+/// One layer of the hierarchy, every field optional.
+#[derive(Debug, Clone, Default)]
+pub struct Layer {
+    pub enabled: Option<Setting<bool>>,
+    pub gates: [Option<Setting<Gate>>; 5],
+    pub min_age: Option<Setting<Duration>>,
+    pub on_failure: Option<Setting<OnFailure>>,
+    pub variant: Option<Setting<VariantMatch>>,
+    pub windows: Option<Setting<Arc<Vec<Window>>>>,
+    pub constraint: Option<Setting<Constraint>>,
+    pub include: Option<Setting<Arc<Vec<Regex>>>>,
+    pub exclude: Option<Setting<Arc<Vec<Regex>>>>,
+    pub versioning: Option<Setting<Scheme>>,
+}
+
+impl Layer {
+    pub fn set_gate(&mut self, class: GateClass, gate: Gate, rule: String) {
+        self.gates[class.index()] = Some(Setting::new(gate, rule));
+    }
+}
+
+/// Which resources a `resources[]` entry applies to. Every given criterion must match.
+#[derive(Debug, Clone, Default)]
+pub struct Matcher {
+    pub kind: Option<AssetKind>,
+    pub namespace: Option<Regex>,
+    pub name: Option<Regex>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Matcher {
+    pub fn matches(&self, asset: &AssetView<'_>) -> bool {
+        if self.kind.is_some_and(|k| k != asset.kind) {
+            return false;
+        }
+        if let Some(ns) = &self.namespace
+            && !ns.is_match(asset.namespace.unwrap_or(""))
+        {
+            return false;
+        }
+        if let Some(name) = &self.name
+            && !name.is_match(asset.name)
+        {
+            return false;
+        }
+        self.labels
+            .iter()
+            .all(|(k, v)| asset.labels.and_then(|l| l.get(k)) == Some(v))
+    }
+}
+
+/// Turns a shell-style glob (`payments-*`, `web-?`) into an anchored regex.
+pub fn glob_regex(glob: &str) -> Result<Regex, regex::Error> {
+    let mut re = String::from("^");
+    for c in glob.chars() {
+        match c {
+            '*' => re.push_str(".*"),
+            '?' => re.push('.'),
+            c => re.push_str(&regex::escape(&c.to_string())),
+        }
+    }
+    re.push('$');
+    Regex::new(&re)
+}
+
+/// The compiled policy of a whole configuration.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub global: Layer,
+    pub namespaces: BTreeMap<String, Layer>,
+    pub resources: Vec<(Matcher, Layer)>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            global: Layer::default(),
+            namespaces: BTreeMap::new(),
+            resources: Vec::new(),
+        }
+    }
+}
+
+/// The facts about an asset that policy resolution looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct AssetView<'a> {
+    pub kind: AssetKind,
+    pub namespace: Option<&'a str>,
+    pub name: &'a str,
+    pub labels: Option<&'a BTreeMap<String, String>>,
+    pub annotations: Option<&'a BTreeMap<String, String>>,
+}
+
+/// The policy in force for one asset, every field with its rule.
+#[derive(Debug, Clone)]
+pub struct EffectivePolicy {
+    pub enabled: Setting<bool>,
+    pub gates: [Setting<Gate>; 5],
+    pub min_age: Setting<Duration>,
+    pub on_failure: Setting<OnFailure>,
+    pub variant: Setting<VariantMatch>,
+    pub windows: Setting<Arc<Vec<Window>>>,
+    pub constraint: Option<Setting<Constraint>>,
+    pub include: Option<Setting<Arc<Vec<Regex>>>>,
+    pub exclude: Option<Setting<Arc<Vec<Regex>>>>,
+    pub versioning: Setting<Scheme>,
+    /// Labels or annotations on the resource that could not be understood. While any exist,
+    /// nothing proceeds automatically for this asset.
+    pub problems: Vec<String>,
+}
+
+impl EffectivePolicy {
+    pub fn gate(&self, class: GateClass) -> &Setting<Gate> {
+        &self.gates[class.index()]
+    }
+}
+
+/// The safe defaults: patch auto, minor review, major manual, prerelease skip, digest review
+/// (a re-pushed tag is a change nobody versioned, so a person looks first).
+pub fn defaults() -> EffectivePolicy {
+    let d = |f: &str| format!("default.{f}");
+    EffectivePolicy {
+        enabled: Setting::new(true, d("enabled")),
+        gates: [
+            Setting::new(Gate::Auto, d("patch")),
+            Setting::new(Gate::Review, d("minor")),
+            Setting::new(Gate::Manual, d("major")),
+            Setting::new(Gate::Skip, d("prerelease")),
+            Setting::new(Gate::Review, d("digest")),
+        ],
+        min_age: Setting::new(Duration::ZERO, d("min_age")),
+        on_failure: Setting::new(OnFailure::Rollback, d("on_failure")),
+        variant: Setting::new(VariantMatch::Exact, d("variant")),
+        windows: Setting::new(Arc::new(Vec::new()), d("windows")),
+        constraint: None,
+        include: None,
+        exclude: None,
+        versioning: Setting::new(Scheme::Auto, d("versioning")),
+        problems: Vec::new(),
+    }
+}
+
+fn apply(eff: &mut EffectivePolicy, layer: &Layer) {
+    fn over<T: Clone>(dst: &mut Setting<T>, src: &Option<Setting<T>>) {
+        if let Some(s) = src {
+            *dst = s.clone();
+        }
+    }
+    fn over_opt<T: Clone>(dst: &mut Option<Setting<T>>, src: &Option<Setting<T>>) {
+        if let Some(s) = src {
+            *dst = Some(s.clone());
+        }
+    }
+    over(&mut eff.enabled, &layer.enabled);
+    for (dst, src) in eff.gates.iter_mut().zip(layer.gates.iter()) {
+        over(dst, src);
+    }
+    over(&mut eff.min_age, &layer.min_age);
+    over(&mut eff.on_failure, &layer.on_failure);
+    over(&mut eff.variant, &layer.variant);
+    over(&mut eff.windows, &layer.windows);
+    over_opt(&mut eff.constraint, &layer.constraint);
+    over_opt(&mut eff.include, &layer.include);
+    over_opt(&mut eff.exclude, &layer.exclude);
+    over(&mut eff.versioning, &layer.versioning);
+}
+
+/// The prefix of every label and annotation key safe-updater reads.
+pub const KEY_PREFIX: &str = "safe-updater.io/";
+
+/// The label/annotation keys (after [`KEY_PREFIX`]) and what they set.
+pub const RESOURCE_KEYS: &[(&str, &str)] = &[
+    (
+        "enabled",
+        "`true` or `false`: whether the asset is updated at all",
+    ),
+    (
+        "patch",
+        "gate for patch updates: auto, review, manual or skip",
+    ),
+    ("minor", "gate for minor updates"),
+    ("major", "gate for major updates"),
+    ("prerelease", "gate for updates onto a prerelease"),
+    ("digest", "gate for a new digest behind the same tag"),
+    (
+        "constraint",
+        "version constraint (pin), Helm syntax, e.g. `~1.27` or `>=1.2 <2`",
+    ),
+    ("include", "regular expression a candidate tag must match"),
+    (
+        "exclude",
+        "regular expression a candidate tag must not match",
+    ),
+    (
+        "versioning",
+        "`auto`, `semver`, or a regex with a `version` named group",
+    ),
+    (
+        "min-age",
+        "cooldown before a new release may be applied, e.g. `48h`",
+    ),
+    ("on-failure", "`rollback` or `freeze`"),
+    ("variant", "`exact` or `loose` matching of tag variants"),
+];
+
+/// Parses the `versioning` setting shared by the config file and labels.
+pub fn parse_versioning(s: &str) -> Result<Scheme, String> {
+    match s.trim() {
+        "" | "auto" => Ok(Scheme::Auto),
+        "semver" => Ok(Scheme::SemVer),
+        pattern => CustomPattern::new(pattern)
+            .map(Scheme::Custom)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// Parses a human duration (`48h`, `30m`, `2d`, `0`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    // humantime's own message points at a byte offset, which helps nobody reading a config.
+    humantime::parse_duration(t)
+        .map_err(|_| format!("'{t}' is not a duration; write it like 30m, 48h or 7d"))
+}
+
+/// Builds the layer a resource's labels (or annotations) define. Unknown keys under our
+/// prefix and bad values are reported, never ignored silently.
+pub fn resource_layer(source: &str, map: &BTreeMap<String, String>) -> (Layer, Vec<String>) {
+    let mut layer = Layer::default();
+    let mut problems = Vec::new();
+    for (key, value) in map {
+        let Some(field) = key.strip_prefix(KEY_PREFIX) else {
+            continue;
+        };
+        let rule = format!("{source}:{key}");
+        let bad = |what: &str| format!("{source} {key}={value:?}: {what}");
+        match field {
+            "enabled" => match value.trim().to_ascii_lowercase().as_str() {
+                "true" | "yes" | "1" => layer.enabled = Some(Setting::new(true, rule)),
+                "false" | "no" | "0" => layer.enabled = Some(Setting::new(false, rule)),
+                _ => problems.push(bad("expected true or false")),
+            },
+            "patch" | "minor" | "major" | "prerelease" | "digest" => {
+                let class = match field {
+                    "patch" => GateClass::Patch,
+                    "minor" => GateClass::Minor,
+                    "major" => GateClass::Major,
+                    "prerelease" => GateClass::Prerelease,
+                    _ => GateClass::Digest,
+                };
+                match Gate::parse(value) {
+                    Some(g) => layer.set_gate(class, g, rule),
+                    None => problems.push(bad("expected auto, review, manual or skip")),
+                }
+            }
+            "constraint" => match Constraint::parse(value) {
+                Ok(c) => layer.constraint = Some(Setting::new(c, rule)),
+                Err(e) => problems.push(bad(&e.to_string())),
+            },
+            "include" | "exclude" => match Regex::new(value) {
+                Ok(re) => {
+                    let s = Some(Setting::new(Arc::new(vec![re]), rule));
+                    if field == "include" {
+                        layer.include = s;
+                    } else {
+                        layer.exclude = s;
+                    }
+                }
+                Err(e) => problems.push(bad(&format!("invalid regular expression: {e}"))),
+            },
+            "versioning" => match parse_versioning(value) {
+                Ok(s) => layer.versioning = Some(Setting::new(s, rule)),
+                Err(e) => problems.push(bad(&e)),
+            },
+            "min-age" => match parse_duration(value) {
+                Ok(d) => layer.min_age = Some(Setting::new(d, rule)),
+                Err(e) => problems.push(bad(&e)),
+            },
+            "on-failure" => match OnFailure::parse(value) {
+                Some(o) => layer.on_failure = Some(Setting::new(o, rule)),
+                None => problems.push(bad("expected rollback or freeze")),
+            },
+            "variant" => match VariantMatch::parse(value) {
+                Some(v) => layer.variant = Some(Setting::new(v, rule)),
+                None => problems.push(bad("expected exact or loose")),
+            },
+            _ => problems.push(format!(
+                "{source} {key}: unknown key; known keys are {}",
+                RESOURCE_KEYS
+                    .iter()
+                    .map(|(k, _)| format!("{KEY_PREFIX}{k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+    (layer, problems)
+}
+
+impl Policy {
+    /// Resolves the policy for one asset through the whole hierarchy.
+    pub fn resolve(&self, asset: &AssetView<'_>) -> EffectivePolicy {
+        let mut eff = defaults();
+        apply(&mut eff, &self.global);
+        if let Some(ns) = asset.namespace
+            && let Some(layer) = self.namespaces.get(ns)
+        {
+            apply(&mut eff, layer);
+        }
+        for (matcher, layer) in &self.resources {
+            if matcher.matches(asset) {
+                apply(&mut eff, layer);
+            }
+        }
+        for (source, map) in [("label", asset.labels), ("annotation", asset.annotations)] {
+            if let Some(map) = map {
+                let (layer, problems) = resource_layer(source, map);
+                apply(&mut eff, &layer);
+                eff.problems.extend(problems);
+            }
+        }
+        eff
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(days: &str, start: &str, end: &str, tz: &str) -> Window {
+        let mut d = [false; 7];
+        for (i, name) in ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+            .iter()
+            .enumerate()
+        {
+            d[i] = days.contains(name);
+        }
+        Window {
+            days: d,
+            start: start.parse().unwrap_or_else(|e| panic!("{e}")),
+            end: end.parse().unwrap_or_else(|e| panic!("{e}")),
+            tz: TimeZone::get(tz).unwrap_or_else(|e| panic!("{e}")),
+            tz_name: tz.to_owned(),
+        }
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn windows_respect_days_hours_and_zones() {
+        // 2026-11-21 is a Saturday.
+        let w = window("sat,sun", "02:00", "05:00", "Europe/Berlin");
+        assert!(w.contains(ts("2026-11-21T02:30:00Z"))); // 03:30 in Berlin
+        assert!(!w.contains(ts("2026-11-21T04:30:00Z"))); // 05:30 in Berlin
+        assert!(!w.contains(ts("2026-11-20T02:30:00Z"))); // a Friday
+        assert_eq!(
+            w.next_open(ts("2026-11-20T12:00:00Z")),
+            Some(ts("2026-11-21T01:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn windows_past_midnight_belong_to_the_day_they_start() {
+        let w = window("fri", "22:00", "04:00", "UTC");
+        assert!(w.contains(ts("2026-11-20T23:00:00Z"))); // Friday night
+        assert!(w.contains(ts("2026-11-21T03:59:00Z"))); // early Saturday
+        assert!(!w.contains(ts("2026-11-21T23:00:00Z"))); // Saturday night
+        assert!(!w.contains(ts("2026-11-20T03:00:00Z"))); // early Friday (Thursday's night)
+    }
+
+    #[test]
+    fn labels_override_config_and_bad_labels_are_problems() {
+        let mut policy = Policy::default();
+        policy
+            .global
+            .set_gate(GateClass::Minor, Gate::Auto, "global.minor".into());
+        let labels: BTreeMap<String, String> = [
+            ("safe-updater.io/minor".to_owned(), "manual".to_owned()),
+            ("safe-updater.io/major".to_owned(), "sometimes".to_owned()),
+            ("app".to_owned(), "web".to_owned()),
+        ]
+        .into();
+        let view = AssetView {
+            kind: AssetKind::Deployment,
+            namespace: Some("prod"),
+            name: "web",
+            labels: Some(&labels),
+            annotations: None,
+        };
+        let eff = policy.resolve(&view);
+        assert_eq!(eff.gate(GateClass::Minor).value, Gate::Manual);
+        assert_eq!(
+            eff.gate(GateClass::Minor).rule,
+            "label:safe-updater.io/minor"
+        );
+        assert_eq!(eff.gate(GateClass::Patch).rule, "default.patch");
+        assert_eq!(eff.problems.len(), 1, "{:?}", eff.problems);
+    }
+
+    #[test]
+    fn globs() {
+        let re = glob_regex("payments-*").unwrap_or_else(|e| panic!("{e}"));
+        assert!(re.is_match("payments-db"));
+        assert!(!re.is_match("xpayments-db"));
+        assert!(glob_regex("a.b").is_ok_and(|r| !r.is_match("axb")));
+    }
+}
