@@ -589,11 +589,11 @@ pub fn load(source: &str, text: &str, env: &[(String, String)]) -> Result<Config
         let field = e.path().unwrap_or("").to_owned();
         let message = clean_serde_message(&e.to_string());
         let mut p = loc.problem(&field, message);
-        if p.line.is_none() || field.is_empty() {
-            if let Some(m) = e.start_mark() {
-                p.line = Some(m.line());
-                p.column = Some(m.column());
-            }
+        if (p.line.is_none() || field.is_empty())
+            && let Some(m) = e.start_mark()
+        {
+            p.line = Some(m.line());
+            p.column = Some(m.column());
         }
         ConfigError { problems: vec![p] }
     })?;
@@ -771,7 +771,7 @@ mod tests {
         assert_eq!(eff.variant.value, d.variant.value);
         assert!(eff.windows.value.is_empty());
         assert!(eff.constraint.is_none());
-        assert_eq!(cfg.state_path.as_deref(), Some("safe-updater.db"));
+        assert_eq!(cfg.state_path, None);
     }
 
     #[test]

@@ -69,6 +69,9 @@ pub struct ApprovalFact {
     pub operator: String,
 }
 
+/// An eligible candidate: the version, when it was first seen, and the change it makes.
+type Eligible<'a> = (&'a TagVersion, Option<Timestamp>, Change);
+
 /// Everything the decision looks at besides policy and time.
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
@@ -153,7 +156,7 @@ fn gate_class(change: Change) -> GateClass {
 
 fn fmt_duration(d: Duration) -> String {
     let secs = d.as_secs();
-    if secs >= 3_600 && secs % 3_600 == 0 {
+    if secs >= 3_600 && secs.is_multiple_of(3_600) {
         format!("{}h", secs / 3_600)
     } else if secs >= 3_600 {
         format!("{}h{}m", secs / 3_600, (secs % 3_600) / 60)
@@ -364,8 +367,7 @@ pub fn evaluate_analyzed(
             };
             eval.family = Some(cur.family.to_string());
             // Per change class: every eligible candidate, best first after sorting.
-            let mut by_class: BTreeMap<u8, Vec<(&TagVersion, Option<Timestamp>, Change)>> =
-                BTreeMap::new();
+            let mut by_class: BTreeMap<u8, Vec<Eligible<'_>>> = BTreeMap::new();
             for (v, seen) in &tags.versions {
                 let same_family = if loose {
                     v.family.loosened() == family
@@ -407,7 +409,7 @@ pub fn evaluate_analyzed(
                 };
                 by_class.entry(key).or_default().push((v, *seen, change));
             }
-            let mut picked: Vec<(&TagVersion, Option<Timestamp>, Change)> = Vec::new();
+            let mut picked: Vec<Eligible<'_>> = Vec::new();
             for (_, mut list) in by_class {
                 list.sort_by(|a, b| b.0.cmp(a.0));
                 let Some(&best) = list.first() else { continue };

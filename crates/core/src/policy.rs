@@ -274,21 +274,11 @@ pub fn glob_regex(glob: &str) -> Result<Regex, regex::Error> {
 }
 
 /// The compiled policy of a whole configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Policy {
     pub global: Layer,
     pub namespaces: BTreeMap<String, Layer>,
     pub resources: Vec<(Matcher, Layer)>,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            global: Layer::default(),
-            namespaces: BTreeMap::new(),
-            resources: Vec::new(),
-        }
-    }
 }
 
 /// The facts about an asset that policy resolution looks at.

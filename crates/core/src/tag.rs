@@ -54,7 +54,9 @@ pub struct CustomPattern {
 pub enum PatternError {
     #[error("invalid regular expression: {0}")]
     Regex(String),
-    #[error("the pattern has no named group `version`; write it like ^(?P<version>\\d+\\.\\d+)-ls(?P<build>\\d+)$")]
+    #[error(
+        "the pattern has no named group `version`; write it like ^(?P<version>\\d+\\.\\d+)-ls(?P<build>\\d+)$"
+    )]
     NoVersionGroup,
 }
 
@@ -101,12 +103,19 @@ impl Family {
     /// The family with digits removed from the variant, so `alpine3.20` and `alpine3.21`
     /// match. Used only when the policy opts in (`variant: loose`).
     pub fn loosened(&self) -> Family {
-        let mut variant: String = self.variant.chars().filter(|c| !c.is_ascii_digit()).collect();
+        let mut variant: String = self
+            .variant
+            .chars()
+            .filter(|c| !c.is_ascii_digit())
+            .collect();
         // "alpine3.20" -> "alpine." ; drop separators left dangling by removed digits.
         while variant.ends_with(['.', '-', '_']) {
             variant.pop();
         }
-        Family { variant, ..self.clone() }
+        Family {
+            variant,
+            ..self.clone()
+        }
     }
 }
 
@@ -242,7 +251,10 @@ impl Tag {
 
 /// Reads a tag with the given scheme.
 pub fn analyze(raw: &str, scheme: &Scheme) -> Tag {
-    let not = |why| Tag::NotVersion { raw: raw.to_owned(), why };
+    let not = |why| Tag::NotVersion {
+        raw: raw.to_owned(),
+        why,
+    };
     if is_digest_like(raw) {
         return not(NotVersionReason::Digest);
     }
@@ -333,7 +345,9 @@ fn split_numbers(s: &str) -> Option<(Vec<u64>, Vec<&str>, &str)> {
     let mut texts = Vec::new();
     let mut rest = s;
     loop {
-        let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if end == 0 {
             return None;
         }
@@ -356,9 +370,13 @@ fn split_numbers(s: &str) -> Option<(Vec<u64>, Vec<&str>, &str)> {
 }
 
 fn date_kind(parts: &[u64], texts: &[&str]) -> Option<(Kind, Vec<u64>)> {
-    let valid = |y: u64, m: u64, d: u64| (1970..=2100).contains(&y) && (1..=12).contains(&m) && (1..=31).contains(&d);
+    let valid = |y: u64, m: u64, d: u64| {
+        (1970..=2100).contains(&y) && (1..=12).contains(&m) && (1..=31).contains(&d)
+    };
     match (parts, texts) {
-        ([y, m, d], [ty, _, _]) if ty.len() == 4 && valid(*y, *m, *d) => Some((Kind::Date, vec![*y, *m, *d])),
+        ([y, m, d], [ty, _, _]) if ty.len() == 4 && valid(*y, *m, *d) => {
+            Some((Kind::Date, vec![*y, *m, *d]))
+        }
         ([n], [t]) if t.len() == 8 => {
             let (y, m, d) = (n / 10_000, (n / 100) % 100, n % 100);
             valid(y, m, d).then(|| (Kind::CompactDate, vec![y, m, d]))
@@ -379,7 +397,8 @@ fn parse_auto(raw: &str) -> Result<TagVersion, NotVersionReason> {
     if build.iter().any(String::is_empty) {
         return Err(NotVersionReason::UnknownShape);
     }
-    let (release, texts, mut rest) = split_numbers(numbers).ok_or(NotVersionReason::UnknownShape)?;
+    let (release, texts, mut rest) =
+        split_numbers(numbers).ok_or(NotVersionReason::UnknownShape)?;
     if release.len() > 4 {
         return Err(NotVersionReason::UnknownShape);
     }
@@ -392,8 +411,12 @@ fn parse_auto(raw: &str) -> Result<TagVersion, NotVersionReason> {
         }
         None => (Kind::Numeric, release),
     };
-    let precision = u8::try_from(if kind == Kind::CompactDate { 1 } else { release.len() })
-        .map_err(|_| NotVersionReason::UnknownShape)?;
+    let precision = u8::try_from(if kind == Kind::CompactDate {
+        1
+    } else {
+        release.len()
+    })
+    .map_err(|_| NotVersionReason::UnknownShape)?;
 
     let mut pre = Vec::new();
     // `1.2.3rc1`, `3.9.0b1`: a prerelease glued to the numbers.
@@ -410,7 +433,9 @@ fn parse_auto(raw: &str) -> Result<TagVersion, NotVersionReason> {
     let mut variant_parts: Vec<&str> = Vec::new();
     let mut revision = None;
     if !rest.is_empty() {
-        let suffix = rest.strip_prefix('-').ok_or(NotVersionReason::UnknownShape)?;
+        let suffix = rest
+            .strip_prefix('-')
+            .ok_or(NotVersionReason::UnknownShape)?;
         let mut segs: Vec<&str> = suffix.split('-').collect();
         if segs.iter().any(|s| s.is_empty()) {
             return Err(NotVersionReason::UnknownShape);
@@ -466,19 +491,31 @@ fn parse_semver(raw: &str) -> Result<TagVersion, NotVersionReason> {
 }
 
 fn parse_custom(raw: &str, pattern: &CustomPattern) -> Result<TagVersion, NotVersionReason> {
-    let caps = pattern.regex.captures(raw).ok_or(NotVersionReason::NoPatternMatch)?;
-    let version = caps.name("version").ok_or(NotVersionReason::NoPatternMatch)?.as_str();
+    let caps = pattern
+        .regex
+        .captures(raw)
+        .ok_or(NotVersionReason::NoPatternMatch)?;
+    let version = caps
+        .name("version")
+        .ok_or(NotVersionReason::NoPatternMatch)?
+        .as_str();
     let (prefix, body) = split_prefix(version);
     let (release, _, rest) = split_numbers(body).ok_or(NotVersionReason::UnknownShape)?;
     if !rest.is_empty() || release.len() > 4 {
         return Err(NotVersionReason::UnknownShape);
     }
     let pre = match caps.name("prerelease") {
-        Some(m) if !m.as_str().is_empty() => parse_identifiers(m.as_str()).ok_or(NotVersionReason::UnknownShape)?,
+        Some(m) if !m.as_str().is_empty() => {
+            parse_identifiers(m.as_str()).ok_or(NotVersionReason::UnknownShape)?
+        }
         _ => Vec::new(),
     };
     let revision = match caps.name("build") {
-        Some(m) if !m.as_str().is_empty() => Some(m.as_str().parse().map_err(|_| NotVersionReason::UnknownShape)?),
+        Some(m) if !m.as_str().is_empty() => Some(
+            m.as_str()
+                .parse()
+                .map_err(|_| NotVersionReason::UnknownShape)?,
+        ),
         _ => None,
     };
     let variant = caps
@@ -561,7 +598,9 @@ pub fn classify(from: &TagVersion, to: &TagVersion) -> Change {
             }
             let n = from.release.len().max(to.release.len());
             for i in 0..n {
-                if from.release.get(i).copied().unwrap_or(0) != to.release.get(i).copied().unwrap_or(0) {
+                if from.release.get(i).copied().unwrap_or(0)
+                    != to.release.get(i).copied().unwrap_or(0)
+                {
                     return match i {
                         0 => Change::Major,
                         1 => Change::Minor,
@@ -606,17 +645,33 @@ pub fn compare(a: &str, b: &str, scheme: &Scheme) -> Comparison {
                     )),
                 };
             }
-            Comparison { ordering, change: classify(va, vb), note: None }
+            Comparison {
+                ordering,
+                change: classify(va, vb),
+                note: None,
+            }
         }
         _ => {
             let why = |t: &Tag| match t {
                 Tag::NotVersion { raw, why } => Some(format!("'{raw}' is {}", why.describe())),
                 Tag::Version(_) => None,
             };
-            let note = [why(&ta), why(&tb)].into_iter().flatten().collect::<Vec<_>>().join("; ");
+            let note = [why(&ta), why(&tb)]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join("; ");
             let ordering = (a == b).then_some(Ordering::Equal);
-            let change = if a == b { Change::None } else { Change::Incomparable };
-            Comparison { ordering, change, note: Some(note) }
+            let change = if a == b {
+                Change::None
+            } else {
+                Change::Incomparable
+            };
+            Comparison {
+                ordering,
+                change,
+                note: Some(note),
+            }
         }
     }
 }
@@ -643,7 +698,14 @@ mod tests {
         assert_eq!(fam("1.2"), "X.Y");
         assert_eq!(fam("1"), "X");
         let a = ver("1.27.2-alpine3.20");
-        assert_eq!((a.release.as_slice(), a.family.variant.as_str(), a.pre.is_empty()), (&[1, 27, 2][..], "alpine3.20", true));
+        assert_eq!(
+            (
+                a.release.as_slice(),
+                a.family.variant.as_str(),
+                a.pre.is_empty()
+            ),
+            (&[1, 27, 2][..], "alpine3.20", true)
+        );
         assert_eq!(fam("16.4-bookworm"), "X.Y-bookworm");
         assert_eq!(ver("2024.01.15").family.kind, Kind::Date);
         assert_eq!(ver("20240115").release, [2024, 1, 15]);
@@ -651,7 +713,10 @@ mod tests {
         let r = ver("1.2.3-r1");
         assert_eq!((r.revision, r.family.variant.as_str()), (Some(1), ""));
         let b = ver("1.2.3-debian-12-r5");
-        assert_eq!((b.revision, b.family.variant.as_str()), (Some(5), "debian-12"));
+        assert_eq!(
+            (b.revision, b.family.variant.as_str()),
+            (Some(5), "debian-12")
+        );
         let rc = ver("1.28.0-rc.1-alpine");
         assert_eq!((rc.pre.len(), rc.family.variant.as_str()), (2, "alpine"));
         assert!(ver("1.2.3-beta2").is_prerelease());
@@ -666,14 +731,24 @@ mod tests {
             ("stable", NotVersionReason::MovingName),
             ("mainline", NotVersionReason::MovingName),
             ("alpine", NotVersionReason::MovingName),
-            ("sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", NotVersionReason::Digest),
+            (
+                "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                NotVersionReason::Digest,
+            ),
             ("1.2.3.4.5", NotVersionReason::UnknownShape),
             ("1.2.3-", NotVersionReason::UnknownShape),
             ("1..2", NotVersionReason::UnknownShape),
             ("8u292", NotVersionReason::UnknownShape),
             ("123456789012", NotVersionReason::UnknownShape),
         ] {
-            assert_eq!(analyze(t, &Scheme::Auto), Tag::NotVersion { raw: t.to_owned(), why }, "{t}");
+            assert_eq!(
+                analyze(t, &Scheme::Auto),
+                Tag::NotVersion {
+                    raw: t.to_owned(),
+                    why
+                },
+                "{t}"
+            );
         }
     }
 
@@ -683,10 +758,20 @@ mod tests {
         assert_ne!(ver("16-bookworm").family, ver("17-alpine").family);
         assert_eq!(ver("16-bookworm").family, ver("17-bookworm").family);
         assert_ne!(ver("1.27").family, ver("1.28.1").family);
-        assert_eq!(ver("1.2.3").family, ver("1.3.0-rc.1").family, "prerelease stays in family");
+        assert_eq!(
+            ver("1.2.3").family,
+            ver("1.3.0-rc.1").family,
+            "prerelease stays in family"
+        );
         assert_ne!(ver("1.2.3").family, ver("v1.2.4").family);
-        assert_ne!(ver("1.2.3-alpine3.20").family, ver("1.2.4-alpine3.21").family);
-        assert_eq!(ver("1.2.3-alpine3.20").family.loosened(), ver("1.2.4-alpine3.21").family.loosened());
+        assert_ne!(
+            ver("1.2.3-alpine3.20").family,
+            ver("1.2.4-alpine3.21").family
+        );
+        assert_eq!(
+            ver("1.2.3-alpine3.20").family.loosened(),
+            ver("1.2.4-alpine3.21").family.loosened()
+        );
     }
 
     #[test]
@@ -722,25 +807,41 @@ mod tests {
     #[test]
     fn strict_semver_scheme() {
         let t = analyze("1.0.0-alpine", &Scheme::SemVer);
-        let v = t.version().cloned().unwrap_or_else(|| panic!("valid semver"));
-        assert!(v.is_prerelease(), "under strict SemVer any suffix is a prerelease");
-        assert!(matches!(analyze("1.2", &Scheme::SemVer), Tag::NotVersion { why: NotVersionReason::NotSemVer, .. }));
+        let v = t
+            .version()
+            .cloned()
+            .unwrap_or_else(|| panic!("valid semver"));
+        assert!(
+            v.is_prerelease(),
+            "under strict SemVer any suffix is a prerelease"
+        );
+        assert!(matches!(
+            analyze("1.2", &Scheme::SemVer),
+            Tag::NotVersion {
+                why: NotVersionReason::NotSemVer,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn custom_pattern() {
-        let p = CustomPattern::new(r"^(?P<version>\d+\.\d+)-ls(?P<build>\d+)$").unwrap_or_else(|e| panic!("{e}"));
+        let p = CustomPattern::new(r"^(?P<version>\d+\.\d+)-ls(?P<build>\d+)$")
+            .unwrap_or_else(|e| panic!("{e}"));
         let s = Scheme::Custom(p);
         assert_eq!(compare("4.5-ls12", "4.5-ls13", &s).change, Change::Build);
         assert_eq!(compare("4.5-ls12", "4.6-ls1", &s).change, Change::Minor);
-        assert_eq!(compare("4.5-ls12", "latest", &s).change, Change::Incomparable);
+        assert_eq!(
+            compare("4.5-ls12", "latest", &s).change,
+            Change::Incomparable
+        );
         assert!(CustomPattern::new(r"^\d+$").is_err());
         assert!(CustomPattern::new(r"^(?P<version>").is_err());
     }
 
     #[test]
     fn revision_orders_after_version() {
-        let mut tags = vec![ver("1.2.4-r0"), ver("1.2.3-r10"), ver("1.2.3-r2")];
+        let mut tags = [ver("1.2.4-r0"), ver("1.2.3-r10"), ver("1.2.3-r2")];
         tags.sort();
         let raws: Vec<_> = tags.iter().map(|t| t.raw.as_str()).collect();
         assert_eq!(raws, ["1.2.3-r2", "1.2.3-r10", "1.2.4-r0"]);
