@@ -6,5 +6,11 @@
 //! reached from here.
 
 pub mod asset;
+pub mod audit;
+pub mod config;
+pub mod constraint;
+pub mod decide;
+pub mod policy;
+pub mod reference;
 pub mod semver;
 pub mod tag;

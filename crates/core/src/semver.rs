@@ -62,7 +62,9 @@ impl Ord for Identifier {
             (Identifier::Numeric(a), Identifier::Numeric(b)) => a.cmp(b),
             (Identifier::Numeric(_), Identifier::AlphaNumeric(_)) => Ordering::Less,
             (Identifier::AlphaNumeric(_), Identifier::Numeric(_)) => Ordering::Greater,
-            (Identifier::AlphaNumeric(a), Identifier::AlphaNumeric(b)) => a.as_bytes().cmp(b.as_bytes()),
+            (Identifier::AlphaNumeric(a), Identifier::AlphaNumeric(b)) => {
+                a.as_bytes().cmp(b.as_bytes())
+            }
         }
     }
 }
@@ -109,7 +111,13 @@ pub struct Version {
 
 impl Version {
     pub const fn new(major: u64, minor: u64, patch: u64) -> Version {
-        Version { major, minor, patch, pre: Vec::new(), build: Vec::new() }
+        Version {
+            major,
+            minor,
+            patch,
+            pre: Vec::new(),
+            build: Vec::new(),
+        }
     }
 
     /// Parses a strict SemVer 2.0.0 string.
@@ -117,9 +125,15 @@ impl Version {
         Self::parse_with(s, false)
     }
 
-    /// Parses the way Helm (Masterminds semver `NewVersion`) does: an optional leading `v`,
-    /// and missing minor/patch taken as zero. Leading zeros are still rejected in the core
-    /// numbers, as Masterminds does.
+    /// Parses the way Helm (Masterminds semver v3.5 `NewVersion`, whose default
+    /// `CoerceNewVersion = true` Helm keeps) does:
+    /// - an optional leading lowercase `v` (`V` is rejected);
+    /// - missing minor/patch taken as zero (`1` is `1.0.0`, `1.2-rc.1` is `1.2.0-rc.1`);
+    /// - leading zeros accepted and dropped in major/minor/patch (`01.02.03` is `1.2.3`), but
+    ///   still rejected in numeric prerelease identifiers (`1.2.3-rc.01` is an error);
+    /// - a numeric prerelease identifier too large for `u64` is accepted and kept as
+    ///   alphanumeric, which is how Masterminds compares it (as text, above all numbers);
+    /// - inputs longer than 256 bytes (`MaxVersionLen`) rejected; no fourth number part.
     pub fn parse_lenient(s: &str) -> Result<Version, SemverError> {
         Self::parse_with(s, true)
     }
@@ -128,9 +142,13 @@ impl Version {
         if input.is_empty() {
             return Err(SemverError::Empty);
         }
+        // Masterminds `MaxVersionLen`, checked before anything else.
+        if lenient && input.len() > 256 {
+            return Err(SemverError::Malformed(input.to_owned()));
+        }
         let mut s = input;
-        if lenient && (s.starts_with('v') || s.starts_with('V')) {
-            s = &s[1..];
+        if lenient && let Some(rest) = s.strip_prefix('v') {
+            s = rest;
         }
         let (rest, build) = match s.split_once('+') {
             Some((r, b)) => (r, Some(b)),
@@ -149,15 +167,26 @@ impl Version {
             if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(SemverError::Malformed(input.to_owned()));
             }
-            if p.len() > 1 && p.starts_with('0') {
+            // Masterminds coerces `01` to 1 in the core numbers (only there).
+            if !lenient && p.len() > 1 && p.starts_with('0') {
                 return Err(SemverError::LeadingZero(input.to_owned()));
             }
-            nums[i] = p.parse::<u64>().map_err(|_| SemverError::NumberTooLarge((*p).to_owned()))?;
+            nums[i] = p
+                .parse::<u64>()
+                .map_err(|_| SemverError::NumberTooLarge((*p).to_owned()))?;
         }
         let pre = match pre {
             Some(p) => p
                 .split('.')
-                .map(|id| Identifier::parse(id, true))
+                .map(|id| match Identifier::parse(id, true) {
+                    // Masterminds never parses prerelease numbers at parse time; when comparing,
+                    // a digit string that does not fit a uint64 is treated as text, which is
+                    // exactly how an alphanumeric identifier orders.
+                    Err(SemverError::NumberTooLarge(_)) if lenient => {
+                        Ok(Identifier::AlphaNumeric(id.to_owned()))
+                    }
+                    other => other,
+                })
                 .collect::<Result<Vec<_>, _>>()?,
             None => Vec::new(),
         };
@@ -176,7 +205,13 @@ impl Version {
                 .collect::<Result<Vec<_>, _>>()?,
             None => Vec::new(),
         };
-        Ok(Version { major: nums[0], minor: nums[1], patch: nums[2], pre, build })
+        Ok(Version {
+            major: nums[0],
+            minor: nums[1],
+            patch: nums[2],
+            pre,
+            build,
+        })
     }
 
     pub fn is_prerelease(&self) -> bool {
@@ -219,7 +254,8 @@ impl PartialOrd for Version {
 
 impl Ord for Version {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.cmp_precedence(other).then_with(|| self.build.cmp(&other.build))
+        self.cmp_precedence(other)
+            .then_with(|| self.build.cmp(&other.build))
     }
 }
 
@@ -281,7 +317,13 @@ mod tests {
             "2.1.1",
         ];
         for w in chain.windows(2) {
-            assert_eq!(v(w[0]).cmp_precedence(&v(w[1])), Ordering::Less, "{} < {}", w[0], w[1]);
+            assert_eq!(
+                v(w[0]).cmp_precedence(&v(w[1])),
+                Ordering::Less,
+                "{} < {}",
+                w[0],
+                w[1]
+            );
         }
     }
 
@@ -297,8 +339,23 @@ mod tests {
     #[test]
     fn strict_rejects_what_the_spec_rejects() {
         for bad in [
-            "", "1", "1.2", "v1.2.3", "01.2.3", "1.02.3", "1.2.03", "1.2.3-", "1.2.3+", "1.2.3-01",
-            "1.2.3-a..b", "1.2.3-a_b", "1.2.3.4", " 1.2.3", "1.2.3 ", "a.b.c", "-1.2.3",
+            "",
+            "1",
+            "1.2",
+            "v1.2.3",
+            "01.2.3",
+            "1.02.3",
+            "1.2.03",
+            "1.2.3-",
+            "1.2.3+",
+            "1.2.3-01",
+            "1.2.3-a..b",
+            "1.2.3-a_b",
+            "1.2.3.4",
+            " 1.2.3",
+            "1.2.3 ",
+            "a.b.c",
+            "-1.2.3",
         ] {
             assert!(Version::parse(bad).is_err(), "{bad:?} should be rejected");
         }
@@ -307,12 +364,31 @@ mod tests {
     #[test]
     fn strict_accepts_spec_examples() {
         for good in [
-            "0.0.4", "1.2.3", "10.20.30", "1.1.2-prerelease+meta", "1.1.2+meta", "1.1.2+meta-valid",
-            "1.0.0-alpha", "1.0.0-beta", "1.0.0-alpha.beta", "1.0.0-alpha.beta.1", "1.0.0-alpha.1",
-            "1.0.0-alpha0.valid", "1.0.0-alpha.0valid", "1.0.0-rc.1+build.1", "2.0.0-rc.1+build.123",
-            "1.2.3-beta", "10.2.3-DEV-SNAPSHOT", "1.2.3-SNAPSHOT-123", "2.0.0+build.1848",
-            "2.0.1-alpha.1227", "1.0.0-alpha+beta", "1.2.3----RC-SNAPSHOT.12.9.1--.12+788",
-            "1.2.3----R-S.12.9.1--.12+meta", "1.0.0+0.build.1-rc.10000aaa-kk-0.1", "1.0.0-0A.is.legal",
+            "0.0.4",
+            "1.2.3",
+            "10.20.30",
+            "1.1.2-prerelease+meta",
+            "1.1.2+meta",
+            "1.1.2+meta-valid",
+            "1.0.0-alpha",
+            "1.0.0-beta",
+            "1.0.0-alpha.beta",
+            "1.0.0-alpha.beta.1",
+            "1.0.0-alpha.1",
+            "1.0.0-alpha0.valid",
+            "1.0.0-alpha.0valid",
+            "1.0.0-rc.1+build.1",
+            "2.0.0-rc.1+build.123",
+            "1.2.3-beta",
+            "10.2.3-DEV-SNAPSHOT",
+            "1.2.3-SNAPSHOT-123",
+            "2.0.0+build.1848",
+            "2.0.1-alpha.1227",
+            "1.0.0-alpha+beta",
+            "1.2.3----RC-SNAPSHOT.12.9.1--.12+788",
+            "1.2.3----R-S.12.9.1--.12+meta",
+            "1.0.0+0.build.1-rc.10000aaa-kk-0.1",
+            "1.0.0-0A.is.legal",
             "1.0.0+001",
         ] {
             let parsed = v(good);
@@ -325,8 +401,63 @@ mod tests {
         assert_eq!(Version::parse_lenient("v1.2.3").ok(), Some(v("1.2.3")));
         assert_eq!(Version::parse_lenient("1.2").ok(), Some(v("1.2.0")));
         assert_eq!(Version::parse_lenient("1").ok(), Some(v("1.0.0")));
-        assert_eq!(Version::parse_lenient("1.2-beta.1").ok(), Some(v("1.2.0-beta.1")));
+        assert_eq!(
+            Version::parse_lenient("1.2-beta.1").ok(),
+            Some(v("1.2.0-beta.1"))
+        );
         assert!(Version::parse_lenient("1.2.3.4").is_err());
         assert!(Version::parse_lenient("latest").is_err());
+    }
+
+    #[test]
+    fn lenient_matches_masterminds_new_version_quirks() {
+        let lenient = |s: &str| Version::parse_lenient(s).ok();
+        // Leading zeros in the core numbers are coerced away (CoerceNewVersion = true)...
+        assert_eq!(lenient("01.02.03"), Some(v("1.2.3")));
+        assert_eq!(lenient("v00.1"), Some(v("0.1.0")));
+        // ...but not in numeric prerelease identifiers.
+        assert!(lenient("1.2.3-beta.01").is_none());
+        assert_eq!(lenient("1.2.3-0abc"), Some(v("1.2.3-0abc")));
+        assert_eq!(lenient("1.2.3-alpha.-1"), Some(v("1.2.3-alpha.-1")));
+        // Only a lowercase `v`, and only one.
+        assert!(lenient("V1.2.3").is_none());
+        assert!(lenient("vv1.2.3").is_none());
+        assert!(lenient("v").is_none());
+        assert_eq!(
+            lenient("20221209-update-renovatejson-v4"),
+            Some(v("20221209.0.0-update-renovatejson-v4"))
+        );
+        assert_eq!(lenient("1-rc.1+b"), Some(v("1.0.0-rc.1+b")));
+        for bad in [
+            "",
+            "1.",
+            "1..2",
+            "1.2.3-",
+            "1.2.3+",
+            "9.8.7+meta+meta",
+            "1.0.0-alpha_beta",
+            " 1.2.3",
+            "\n1.2",
+            "18446744073709551616",
+        ] {
+            assert!(lenient(bad).is_none(), "{bad:?} should be rejected");
+        }
+        // A prerelease number beyond u64 is accepted and, as in Masterminds, orders as text.
+        let huge =
+            lenient("1.0.0-18446744073709551616").unwrap_or_else(|| panic!("huge prerelease"));
+        assert_eq!(
+            huge.pre,
+            vec![Identifier::AlphaNumeric("18446744073709551616".to_owned())]
+        );
+        assert_eq!(huge.cmp_precedence(&v("1.0.0-99")), Ordering::Greater);
+        assert_eq!(huge.cmp_precedence(&v("1.0.0-a")), Ordering::Less);
+        assert!(
+            Version::parse("1.0.0-18446744073709551616").is_err(),
+            "strict parse is unchanged"
+        );
+        // Masterminds MaxVersionLen is 256 bytes.
+        let at_limit = format!("1.2.3-{}", "a".repeat(250));
+        assert!(lenient(&at_limit).is_some());
+        assert!(lenient(&format!("{at_limit}a")).is_none());
     }
 }
