@@ -1,1 +1,148 @@
-fn main() {}
+//! The `safe-updater` binary: a thin command layer over the core and the store.
+//!
+//! Commands parse arguments, read files and the environment, call the library, and print.
+//! No decision is made here; if a command starts to grow logic, that logic belongs in
+//! `safe-updater-core` (pure) or an adapter crate (IO).
+//!
+//! Exit codes: 0 success; 1 a negative result or invalid input (an invalid reference, a failed
+//! audit verification, a broken config); 2 a usage error (clap's own).
+
+mod context;
+mod offline;
+mod output;
+mod state;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::OutputFormat;
+
+/// Keeps Docker containers, Kubernetes workloads and Helm releases up to date, safely.
+///
+/// safe-updater finds what runs, asks registries what newer versions exist, decides by
+/// semantic-versioning policy whether an update may go ahead, applies it, checks health and
+/// rolls back by itself when the update hurts. Every decision is recorded in a hash-chained
+/// audit trail.
+#[derive(Debug, Parser)]
+#[command(
+    name = "safe-updater",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Configuration file (YAML). Without it the built-in safe defaults apply; see
+    /// `safe-updater generate-config`.
+    #[arg(long, global = true, env = "SAFE_UPDATER_CONFIG", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// State database (SQLite). Default: the config's `state.path`, else
+    /// $XDG_STATE_HOME/safe-updater/state.db (~/.local/state/safe-updater/state.db).
+    #[arg(long, global = true, env = "SAFE_UPDATER_STATE", value_name = "PATH")]
+    pub state: Option<std::path::PathBuf>,
+    /// Output format: `table` for people, `json` for scripts.
+    #[arg(long, short = 'o', global = true, env = "SAFE_UPDATER_OUTPUT", value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter. Logs go to stderr.
+    #[arg(long, global = true, env = "SAFE_UPDATER_LOG", default_value = "warn")]
+    pub log_level: String,
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "SAFE_UPDATER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Parse an image reference exactly as Docker does and show its parts.
+    #[command(name = "parse-ref")]
+    ParseRef(offline::ParseRefArgs),
+    /// Compare two tags or versions: ordering and the kind of change from A to B.
+    Compare(offline::CompareArgs),
+    /// Check a version against a Helm-style constraint (`^1.2`, `~1.2.3`, `>=1.2 <2`, ...).
+    Satisfies(offline::SatisfiesArgs),
+    /// Decide, by policy, which of the available tags an asset may move to, and why.
+    Evaluate(offline::EvaluateArgs),
+    /// Print a commented configuration holding every default.
+    #[command(name = "generate-config")]
+    GenerateConfig,
+    /// Check a configuration file and report every problem with its line.
+    #[command(name = "validate-config")]
+    ValidateConfig(offline::ValidateConfigArgs),
+    /// List the tracked assets in the state store.
+    #[command(name = "list-assets")]
+    ListAssets(state::ListAssetsArgs),
+    /// Summary counts from the state store.
+    Stats,
+    /// Update history, newest first, for one asset or all.
+    History(state::HistoryArgs),
+    /// Verify or export the hash-chained audit trail.
+    #[command(subcommand)]
+    Audit(state::AuditCommand),
+    /// Back up or restore the whole state as JSON.
+    #[command(subcommand)]
+    State(state::StateCommand),
+}
+
+fn init_logging(global: &GlobalArgs) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&global.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second init (tests running main twice) is harmless; ignore its error.
+    let _ = match global.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global);
+    let format = cli.global.output;
+    let result = match cli.command {
+        Command::ParseRef(a) => offline::parse_ref(&cli.global, &a),
+        Command::Compare(a) => offline::compare(&cli.global, &a),
+        Command::Satisfies(a) => offline::satisfies(&cli.global, &a),
+        Command::Evaluate(a) => offline::evaluate(&cli.global, &a),
+        Command::GenerateConfig => offline::generate_config(),
+        Command::ValidateConfig(a) => offline::validate_config(&cli.global, &a),
+        Command::ListAssets(a) => state::list_assets(&cli.global, &a),
+        Command::Stats => state::stats(&cli.global),
+        Command::History(a) => state::history(&cli.global, &a),
+        Command::Audit(c) => state::audit(&cli.global, &c),
+        Command::State(c) => state::state(&cli.global, &c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            output::print_error(format, &err);
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

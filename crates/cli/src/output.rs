@@ -1,0 +1,56 @@
+//! Printing: JSON for scripts, aligned tables and plain sentences for people.
+
+use comfy_table::{ContentArrangement, Table, presets};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+/// Prints one JSON document on stdout.
+pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}
+
+/// A borderless table like `kubectl get` prints.
+pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut t = Table::new();
+    t.load_style(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(headers.to_vec());
+    for r in rows {
+        t.add_row(r);
+    }
+    // comfy-table pads every line with a leading space in this preset; trim for tidy output.
+    t.to_string()
+        .lines()
+        .map(|l| l.trim_end().strip_prefix(' ').unwrap_or(l).to_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Prints an error: `{"error": ...}` on stdout for JSON (scripts read one stream), a sentence
+/// on stderr otherwise. The whole cause chain is shown: the outermost says what failed, the
+/// inner ones why.
+pub fn print_error(format: OutputFormat, err: &anyhow::Error) {
+    let message = format!("{err:#}");
+    match format {
+        OutputFormat::Json => println!("{}", serde_json::json!({ "error": message })),
+        OutputFormat::Table => eprintln!("error: {message}"),
+    }
+}
+
+/// An error whose message already says what to do; shown as is.
+#[derive(Debug)]
+pub struct Reported(pub String);
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Reported {}

@@ -1,0 +1,371 @@
+//! Commands that read (or back up and restore) the state store.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use safe_updater_core::asset::AssetKind;
+use safe_updater_store::{AssetFilter, AuditFormat, StateDump, Store};
+use serde_json::json;
+
+use crate::GlobalArgs;
+use crate::context::{load_config, state_path};
+use crate::output::{self, OutputFormat, Reported};
+
+/// Opens a store that must already exist: a read command never creates an empty one and then
+/// reports that nothing is there.
+fn open_existing(global: &GlobalArgs) -> anyhow::Result<(Store, PathBuf)> {
+    let cfg = load_config(global.config.as_deref())?;
+    let path = state_path(global, &cfg);
+    if !path.exists() {
+        return Err(Reported(format!(
+            "no state database at {}; run `safe-updater scan` to create one, or point --state at an existing file",
+            path.display()
+        ))
+        .into());
+    }
+    let store = Store::open(&path)
+        .with_context(|| format!("cannot open the state database {}", path.display()))?;
+    Ok((store, path))
+}
+
+fn open_or_create(global: &GlobalArgs) -> anyhow::Result<(Store, PathBuf)> {
+    let cfg = load_config(global.config.as_deref())?;
+    let path = state_path(global, &cfg);
+    let store = Store::open(&path)
+        .with_context(|| format!("cannot open the state database {}", path.display()))?;
+    Ok((store, path))
+}
+
+#[derive(Debug, Args)]
+pub struct ListAssetsArgs {
+    /// Only this kind (container, Deployment, StatefulSet, DaemonSet, Job, CronJob, HelmRelease).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only this namespace (or compose project).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Only this engine or cluster context.
+    #[arg(long)]
+    pub location: Option<String>,
+    /// Only names containing this text.
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+pub fn list_assets(global: &GlobalArgs, args: &ListAssetsArgs) -> anyhow::Result<ExitCode> {
+    let kind = match &args.kind {
+        Some(k) => Some(AssetKind::parse(k).ok_or_else(|| {
+            Reported(format!(
+                "--kind {k:?} is not a kind; use one of {}",
+                AssetKind::ALL.map(AssetKind::as_str).join(", ")
+            ))
+        })?),
+        None => None,
+    };
+    let (store, _) = open_existing(global)?;
+    let filter = AssetFilter {
+        kind,
+        namespace: args.namespace.clone(),
+        location: args.location.clone(),
+        name_contains: args.name.clone(),
+    };
+    let assets = store.list_assets(&filter).context("cannot list assets")?;
+    match global.output {
+        OutputFormat::Json => output::json(&assets)?,
+        OutputFormat::Table => {
+            if assets.is_empty() {
+                println!("no assets match");
+            } else {
+                let rows = assets
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            a.id.clone(),
+                            a.kind.to_string(),
+                            a.namespace.clone().unwrap_or_else(|| "-".into()),
+                            a.name.clone(),
+                            a.image.clone(),
+                            a.last_seen.strftime("%Y-%m-%d %H:%M").to_string(),
+                        ]
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    output::table(
+                        &["ID", "KIND", "NAMESPACE", "NAME", "IMAGE", "LAST SEEN"],
+                        rows
+                    )
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn stats(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let (store, path) = open_existing(global)?;
+    let s = store.stats().context("cannot read statistics")?;
+    match global.output {
+        OutputFormat::Json => output::json(&s)?,
+        OutputFormat::Table => {
+            println!("state:              {}", path.display());
+            println!("schema version:     {}", s.schema_version);
+            println!("assets:             {}", s.assets);
+            for (k, n) in &s.assets_by_kind {
+                println!("  {k:<17} {n}");
+            }
+            println!("observed tags:      {}", s.observed_tags);
+            println!("decisions:          {}", s.decisions);
+            println!(
+                "approvals:          {} ({} rejections)",
+                s.approvals, s.rejections
+            );
+            for (k, n) in &s.updates_by_status {
+                println!("updates {k:<11} {n}");
+            }
+            println!("updates in progress: {}", s.updates_in_progress);
+            println!("audit records:      {}", s.audit_len);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The asset id (see `list-assets`); all assets when omitted.
+    pub asset: Option<String>,
+    /// At most this many updates.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+}
+
+pub fn history(global: &GlobalArgs, args: &HistoryArgs) -> anyhow::Result<ExitCode> {
+    let (store, _) = open_existing(global)?;
+    let records = store
+        .history(args.asset.as_deref(), args.limit)
+        .context("cannot read the update history")?;
+    match global.output {
+        OutputFormat::Json => output::json(&records)?,
+        OutputFormat::Table => {
+            if records.is_empty() {
+                println!("no updates recorded");
+            } else {
+                let rows = records
+                    .iter()
+                    .map(|u| {
+                        vec![
+                            u.id.0.to_string(),
+                            u.asset_id.clone(),
+                            u.from_ref.clone(),
+                            u.to_ref.clone(),
+                            u.status.to_string(),
+                            u.started_at.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+                            u.error.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    output::table(
+                        &["ID", "ASSET", "FROM", "TO", "STATUS", "STARTED", "ERROR"],
+                        rows
+                    )
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the hash chain and report the first edited, deleted or reordered record.
+    Verify,
+    /// Write the audit trail for compliance archives.
+    Export(AuditExportArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditExportArgs {
+    #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+    pub format: ExportFormat,
+    /// Write to this file instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub to: Option<PathBuf>,
+}
+
+pub fn audit(global: &GlobalArgs, cmd: &AuditCommand) -> anyhow::Result<ExitCode> {
+    let (store, path) = open_existing(global)?;
+    match cmd {
+        AuditCommand::Verify => {
+            let report = store
+                .verify_audit()
+                .context("cannot read the audit trail")?;
+            match global.output {
+                OutputFormat::Json => output::json(&report)?,
+                OutputFormat::Table => match &report.problem {
+                    None => println!(
+                        "audit trail intact: {} record(s) verified{}",
+                        report.checked,
+                        report
+                            .head
+                            .as_ref()
+                            .map(|h| format!(", head #{} {}", h.seq, h.hash))
+                            .unwrap_or_default()
+                    ),
+                    Some(p) => eprintln!("audit trail BROKEN at record #{}: {}", p.seq, p.message),
+                },
+            }
+            Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        AuditCommand::Export(a) => {
+            let format = match a.format {
+                ExportFormat::Jsonl => AuditFormat::Jsonl,
+                ExportFormat::Csv => AuditFormat::Csv,
+            };
+            match &a.to {
+                Some(file) => write_atomically(file, |w| {
+                    store
+                        .export_audit(w, format)
+                        .map(|_| ())
+                        .map_err(anyhow::Error::from)
+                })
+                .with_context(|| {
+                    format!(
+                        "cannot export the audit trail of {} to {}",
+                        path.display(),
+                        file.display()
+                    )
+                })?,
+                None => {
+                    let stdout = std::io::stdout();
+                    let mut lock = stdout.lock();
+                    store
+                        .export_audit(&mut lock, format)
+                        .context("cannot export the audit trail")?;
+                    lock.flush()?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Write the whole state (assets, history, approvals, audit trail) as JSON.
+    Export {
+        /// Write to this file instead of stdout.
+        file: Option<PathBuf>,
+    },
+    /// Restore a JSON backup into the state database (which must be empty unless --replace).
+    Import {
+        file: PathBuf,
+        /// Replace everything in a non-empty database.
+        #[arg(long)]
+        replace: bool,
+    },
+}
+
+/// Writes through a temporary file renamed into place, so a crash never leaves half a backup
+/// under the final name.
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("export"),
+        std::process::id()
+    ));
+    let result = (|| {
+        let file = std::fs::File::create(&tmp)?;
+        let mut w = std::io::BufWriter::new(file);
+        write(&mut w)?;
+        let file = w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+pub fn state(global: &GlobalArgs, cmd: &StateCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        StateCommand::Export { file } => {
+            let (store, path) = open_existing(global)?;
+            let dump = store
+                .export_state()
+                .with_context(|| format!("cannot export the state of {}", path.display()))?;
+            match file {
+                Some(f) => {
+                    write_atomically(f, |w| {
+                        serde_json::to_writer_pretty(&mut *w, &dump)?;
+                        w.write_all(b"\n")?;
+                        Ok(())
+                    })
+                    .with_context(|| format!("cannot write {}", f.display()))?;
+                    if global.output == OutputFormat::Json {
+                        output::json(
+                            &json!({"exported": f.display().to_string(), "assets": dump.assets.len(), "audit_records": dump.audit.len()}),
+                        )?;
+                    } else {
+                        eprintln!(
+                            "exported {} asset(s) and {} audit record(s) to {}",
+                            dump.assets.len(),
+                            dump.audit.len(),
+                            f.display()
+                        );
+                    }
+                }
+                None => output::json(&dump)?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        StateCommand::Import { file, replace } => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let dump: StateDump = serde_json::from_str(&text).with_context(|| {
+                format!("{} is not a safe-updater state export", file.display())
+            })?;
+            let (mut store, path) = open_or_create(global)?;
+            store.import_state(&dump, *replace).with_context(|| {
+                format!("cannot import {} into {}", file.display(), path.display())
+            })?;
+            match global.output {
+                OutputFormat::Json => output::json(
+                    &json!({"imported": file.display().to_string(), "state": path.display().to_string(), "assets": dump.assets.len(), "audit_records": dump.audit.len()}),
+                )?,
+                OutputFormat::Table => println!(
+                    "imported {} asset(s) and {} audit record(s) into {}",
+                    dump.assets.len(),
+                    dump.audit.len(),
+                    path.display()
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
