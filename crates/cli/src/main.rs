@@ -66,6 +66,8 @@ pub enum LogFormat {
     Json,
 }
 
+// Parsed once per process; boxing the larger variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Parse an image reference exactly as Docker does and show its parts.
