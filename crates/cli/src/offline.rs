@@ -13,7 +13,7 @@ use safe_updater_core::asset::AssetKind;
 use safe_updater_core::config::{self, TEMPLATE};
 use safe_updater_core::constraint;
 use safe_updater_core::decide::{self, ApprovalFact, Available, DigestDrift, Facts};
-use safe_updater_core::policy::{AssetView, parse_versioning};
+use safe_updater_core::policy::{AssetView, OnFailure, parse_versioning};
 use safe_updater_core::reference::ImageRef;
 use safe_updater_core::tag;
 use serde::Serialize;
@@ -207,6 +207,9 @@ pub struct EvaluateArgs {
     /// A tag an operator rejected (repeatable).
     #[arg(long = "rejected", value_name = "TAG")]
     pub rejected: Vec<String>,
+    /// The asset is frozen after a failed update, for this reason: nothing may proceed.
+    #[arg(long, value_name = "REASON")]
+    pub frozen: Option<String>,
     /// The digest the asset runs, to detect a new image behind the same tag.
     #[arg(long, requires = "latest_digest")]
     pub running_digest: Option<String>,
@@ -288,7 +291,7 @@ pub fn evaluate(global: &GlobalArgs, args: &EvaluateArgs) -> anyhow::Result<Exit
         },
         failed: args.failed.clone(),
         approvals,
-        frozen: None,
+        frozen: args.frozen.clone(),
     };
     let eval = decide::evaluate(&policy, &facts, &available, now);
     match global.output {
@@ -327,6 +330,11 @@ pub fn evaluate(global: &GlobalArgs, args: &EvaluateArgs) -> anyhow::Result<Exit
                 println!("note: {n}");
             }
             println!("act on: {}", eval.act_on.as_deref().unwrap_or("nothing"));
+            let action = match eval.on_failure.action {
+                OnFailure::Rollback => "roll back",
+                OnFailure::Freeze => "freeze and alert",
+            };
+            println!("on failure: {action} ({})", eval.on_failure.rule);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -36,7 +36,15 @@ pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
 /// on stderr otherwise. The whole cause chain is shown: the outermost says what failed, the
 /// inner ones why.
 pub fn print_error(format: OutputFormat, err: &anyhow::Error) {
-    let message = format!("{err:#}");
+    // Some library errors already quote their cause; print each cause only once.
+    let mut message = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+    }
     match format {
         OutputFormat::Json => println!("{}", serde_json::json!({ "error": message })),
         OutputFormat::Table => eprintln!("error: {message}"),

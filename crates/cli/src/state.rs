@@ -31,14 +31,6 @@ fn open_existing(global: &GlobalArgs) -> anyhow::Result<(Store, PathBuf)> {
     Ok((store, path))
 }
 
-fn open_or_create(global: &GlobalArgs) -> anyhow::Result<(Store, PathBuf)> {
-    let cfg = load_config(global.config.as_deref())?;
-    let path = state_path(global, &cfg);
-    let store = Store::open(&path)
-        .with_context(|| format!("cannot open the state database {}", path.display()))?;
-    Ok((store, path))
-}
-
 #[derive(Debug, Args)]
 pub struct ListAssetsArgs {
     /// Only this kind (container, Deployment, StatefulSet, DaemonSet, Job, CronJob, HelmRelease).
@@ -350,10 +342,26 @@ pub fn state(global: &GlobalArgs, cmd: &StateCommand) -> anyhow::Result<ExitCode
             let dump: StateDump = serde_json::from_str(&text).with_context(|| {
                 format!("{} is not a safe-updater state export", file.display())
             })?;
-            let (mut store, path) = open_or_create(global)?;
-            store.import_state(&dump, *replace).with_context(|| {
-                format!("cannot import {} into {}", file.display(), path.display())
-            })?;
+            let cfg = load_config(global.config.as_deref())?;
+            let path = state_path(global, &cfg);
+            let existed = path.exists();
+            let imported = Store::open(&path)
+                .with_context(|| format!("cannot open the state database {}", path.display()))
+                .and_then(|mut store| {
+                    store.import_state(&dump, *replace).with_context(|| {
+                        format!("cannot import {} into {}", file.display(), path.display())
+                    })
+                });
+            if let Err(e) = imported {
+                // A failed import must not leave a fresh, empty database behind that later
+                // commands would read as "nothing tracked".
+                if !existed {
+                    for suffix in ["", "-wal", "-shm"] {
+                        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                    }
+                }
+                return Err(e);
+            }
             match global.output {
                 OutputFormat::Json => output::json(
                     &json!({"imported": file.display().to_string(), "state": path.display().to_string(), "assets": dump.assets.len(), "audit_records": dump.audit.len()}),

@@ -122,8 +122,8 @@ struct RawPolicy {
     enabled: Option<bool>,
     gates: Option<RawGates>,
     min_age: Option<String>,
-    on_failure: Option<OnFailure>,
-    variant: Option<VariantMatch>,
+    on_failure: Option<String>,
+    variant: Option<String>,
     versioning: Option<String>,
     windows: Option<Vec<RawWindow>>,
     constraint: Option<String>,
@@ -134,11 +134,11 @@ struct RawPolicy {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawGates {
-    patch: Option<Gate>,
-    minor: Option<Gate>,
-    major: Option<Gate>,
-    prerelease: Option<Gate>,
-    digest: Option<Gate>,
+    patch: Option<String>,
+    minor: Option<String>,
+    major: Option<String>,
+    prerelease: Option<String>,
+    digest: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -442,14 +442,20 @@ fn compile_layer(
     }
     if let Some(g) = &raw.gates {
         for (class, gate) in [
-            (GateClass::Patch, g.patch),
-            (GateClass::Minor, g.minor),
-            (GateClass::Major, g.major),
-            (GateClass::Prerelease, g.prerelease),
-            (GateClass::Digest, g.digest),
+            (GateClass::Patch, &g.patch),
+            (GateClass::Minor, &g.minor),
+            (GateClass::Major, &g.major),
+            (GateClass::Prerelease, &g.prerelease),
+            (GateClass::Digest, &g.digest),
         ] {
-            if let Some(gate) = gate {
-                layer.set_gate(class, gate, rule_of(class.as_str()));
+            if let Some(text) = present(gate) {
+                match Gate::parse(text) {
+                    Some(gate) => layer.set_gate(class, gate, rule_of(class.as_str())),
+                    None => problems.push(loc.problem(
+                        &format!("{}.{}", field("gates"), class.as_str()),
+                        format!("'{text}' is not a gate; use auto, review, manual or skip"),
+                    )),
+                }
             }
         }
     }
@@ -464,17 +470,33 @@ fn compile_layer(
             Err(e) => problems.push(loc.problem(&field("min_age"), e)),
         }
     }
-    if let Some(o) = raw.on_failure {
-        layer.on_failure = Some(Setting {
-            value: o,
-            rule: rule_of("on_failure"),
-        });
+    if let Some(text) = present(&raw.on_failure) {
+        match OnFailure::parse(text) {
+            Some(o) => {
+                layer.on_failure = Some(Setting {
+                    value: o,
+                    rule: rule_of("on_failure"),
+                })
+            }
+            None => problems.push(loc.problem(
+                &field("on_failure"),
+                format!("'{text}' is not an action; use rollback or freeze"),
+            )),
+        }
     }
-    if let Some(v) = raw.variant {
-        layer.variant = Some(Setting {
-            value: v,
-            rule: rule_of("variant"),
-        });
+    if let Some(text) = present(&raw.variant) {
+        match VariantMatch::parse(text) {
+            Some(v) => {
+                layer.variant = Some(Setting {
+                    value: v,
+                    rule: rule_of("variant"),
+                })
+            }
+            None => problems.push(loc.problem(
+                &field("variant"),
+                format!("'{text}' is not a variant mode; use exact or loose"),
+            )),
+        }
     }
     if let Some(s) = present(&raw.versioning) {
         match parse_versioning(s) {
@@ -585,7 +607,12 @@ pub fn load(source: &str, text: &str, env: &[(String, String)]) -> Result<Config
         root: &root,
         env_paths,
     };
-    let raw: RawConfig = marked_yaml::from_node(&root).map_err(|e| {
+    // Unknown keys are reported (all of them) and removed, so the values around them are still
+    // checked in the same run.
+    let mut problems = Vec::new();
+    let mut pruned = root.clone();
+    check_keys(&mut pruned, "", &ROOT, &loc, &mut problems);
+    let raw: RawConfig = marked_yaml::from_node(&pruned).map_err(|e| {
         let field = e.path().unwrap_or("").to_owned();
         let message = clean_serde_message(&e.to_string());
         let mut p = loc.problem(&field, message);
@@ -595,10 +622,12 @@ pub fn load(source: &str, text: &str, env: &[(String, String)]) -> Result<Config
             p.line = Some(m.line());
             p.column = Some(m.column());
         }
-        ConfigError { problems: vec![p] }
+        problems.push(p);
+        ConfigError {
+            problems: problems.clone(),
+        }
     })?;
 
-    let mut problems = Vec::new();
     if let Some(v) = raw.version
         && v != 1
     {
@@ -667,6 +696,8 @@ pub fn load(source: &str, text: &str, env: &[(String, String)]) -> Result<Config
         policy.resources.push((matcher, layer));
     }
     if !problems.is_empty() {
+        // In file order, so the report reads top to bottom; environment problems come last.
+        problems.sort_by_key(|p| (p.line.is_none(), p.line, p.column));
         return Err(ConfigError { problems });
     }
     Ok(Config {
@@ -713,6 +744,119 @@ fn load_error_problem(source: &str, e: &marked_yaml::LoadError) -> Problem {
     }
 }
 
+/// The shape of the configuration, for reporting every unknown key (serde stops at the first).
+/// Kept beside the `Raw*` structs, which still deny unknown fields as a second line.
+enum Shape {
+    Map(&'static [(&'static str, &'static Shape)]),
+    /// A mapping with free keys (namespace names, label names).
+    Dict(&'static Shape),
+    Seq(&'static Shape),
+    Scalar,
+}
+
+const SCALAR: Shape = Shape::Scalar;
+const SCALARS: Shape = Shape::Seq(&SCALAR);
+const GATES: Shape = Shape::Map(&[
+    ("patch", &SCALAR),
+    ("minor", &SCALAR),
+    ("major", &SCALAR),
+    ("prerelease", &SCALAR),
+    ("digest", &SCALAR),
+]);
+const WINDOW: Shape = Shape::Map(&[
+    ("days", &SCALARS),
+    ("start", &SCALAR),
+    ("end", &SCALAR),
+    ("timezone", &SCALAR),
+]);
+const WINDOWS: Shape = Shape::Seq(&WINDOW);
+const POLICY: Shape = Shape::Map(&[
+    ("enabled", &SCALAR),
+    ("gates", &GATES),
+    ("min_age", &SCALAR),
+    ("on_failure", &SCALAR),
+    ("variant", &SCALAR),
+    ("versioning", &SCALAR),
+    ("windows", &WINDOWS),
+    ("constraint", &SCALAR),
+    ("include", &SCALARS),
+    ("exclude", &SCALARS),
+]);
+const LABELS: Shape = Shape::Dict(&SCALAR);
+const MATCH: Shape = Shape::Map(&[
+    ("kind", &SCALAR),
+    ("namespace", &SCALAR),
+    ("name", &SCALAR),
+    ("labels", &LABELS),
+]);
+const RESOURCE: Shape = Shape::Map(&[("name", &SCALAR), ("match", &MATCH), ("policy", &POLICY)]);
+const RESOURCES: Shape = Shape::Seq(&RESOURCE);
+const NAMESPACES: Shape = Shape::Dict(&POLICY);
+const STATE: Shape = Shape::Map(&[("path", &SCALAR)]);
+const ROOT: Shape = Shape::Map(&[
+    ("version", &SCALAR),
+    ("state", &STATE),
+    ("policy", &POLICY),
+    ("namespaces", &NAMESPACES),
+    ("resources", &RESOURCES),
+]);
+
+fn check_keys(
+    node: &mut Node,
+    path: &str,
+    shape: &Shape,
+    loc: &Locator<'_>,
+    problems: &mut Vec<Problem>,
+) {
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match (shape, node) {
+        (Shape::Map(fields), Node::Mapping(m)) => {
+            let mut unknown = Vec::new();
+            for (key, value) in m.iter_mut() {
+                match fields.iter().find(|(name, _)| *name == key.as_str()) {
+                    Some((_, sub)) => check_keys(value, &join(key.as_str()), sub, loc, problems),
+                    None => unknown.push(key.clone()),
+                }
+            }
+            for key in unknown {
+                let known = fields
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let mut p = loc.problem(
+                    &join(key.as_str()),
+                    format!("unknown setting '{}'; known here: {known}", key.as_str()),
+                );
+                if let Some(mark) = key.span().start() {
+                    p.line = Some(mark.line());
+                    p.column = Some(mark.column());
+                }
+                problems.push(p);
+                m.remove(&key);
+            }
+        }
+        (Shape::Dict(sub), Node::Mapping(m)) => {
+            for (key, value) in m.iter_mut() {
+                check_keys(value, &join(key.as_str()), sub, loc, problems);
+            }
+        }
+        (Shape::Seq(sub), Node::Sequence(s)) => {
+            for (i, value) in s.iter_mut().enumerate() {
+                check_keys(value, &format!("{path}[{i}]"), sub, loc, problems);
+            }
+        }
+        // Wrong types are left for serde, which names the expected type.
+        _ => {}
+    }
+}
+
 /// serde's messages name Rust things; keep the useful part for people.
 fn clean_serde_message(msg: &str) -> String {
     // marked-yaml appends its own position ("... at 3:5"); the Problem carries the position.
@@ -720,8 +864,17 @@ fn clean_serde_message(msg: &str) -> String {
         Some(i) if msg[i + 4..].chars().all(|c| c.is_ascii_digit() || c == ':') => &msg[..i],
         _ => msg,
     };
-    msg.replace("unknown variant", "unknown value")
-        .replace("unknown field", "unknown setting")
+    // The field travels in the Problem; drop marked-yaml's copy of the path.
+    let msg = match msg.split_once(": ") {
+        Some((head, rest)) if !head.contains(' ') => rest,
+        _ => msg,
+    };
+    let msg = msg.replace("invalid type: ", "wrong type: ");
+    // "expected struct RawGates" names a Rust type; people wrote a mapping.
+    match msg.find("expected struct ") {
+        Some(i) => format!("{}expected a mapping of settings", &msg[..i]),
+        None => msg,
+    }
 }
 
 #[cfg(test)]
@@ -850,6 +1003,34 @@ resources:
                 .any(|p| p.starts_with("cfg.yaml:9:") && p.contains("policy.windows[0].timezone")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_reported_together() {
+        let text = "policy:\n  colour: blue\n  gates:\n    minor: sometimes\n    majr: auto\n  on_failure: explode\n";
+        let e = err_of(text);
+        assert_eq!(e.len(), 4, "{e:#?}");
+        assert!(
+            e[0].starts_with("cfg.yaml:2:3: policy.colour: unknown setting 'colour'"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].starts_with("cfg.yaml:4:")
+                && e[1].contains("policy.gates.minor: 'sometimes' is not a gate"),
+            "{e:?}"
+        );
+        assert!(e[2].starts_with("cfg.yaml:5:5: policy.gates.majr"), "{e:?}");
+        assert!(
+            e[3].starts_with("cfg.yaml:6:") && e[3].contains("rollback or freeze"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn wrong_types_name_the_field_once() {
+        let e = err_of("policy:\n  gates: 5\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].matches("policy.gates").count(), 1, "{e:?}");
     }
 
     #[test]

@@ -16,9 +16,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::policy::{EffectivePolicy, Gate, GateClass, VariantMatch};
+use crate::policy::{EffectivePolicy, Gate, GateClass, OnFailure, VariantMatch};
 use crate::semver::Version;
-use crate::tag::{Change, Scheme, Tag, TagVersion, analyze, classify};
+use crate::tag::{Change, Family, Scheme, Tag, TagVersion, analyze, classify};
 
 /// A tag the registry offers, with when it was first seen (for the cooldown). Unknown first
 /// sighting counts as "seen just now", so a cooldown makes it wait rather than rush.
@@ -30,9 +30,19 @@ pub struct Available {
 
 /// Tags of one repository analysed once under one scheme, shared by every asset that uses
 /// that repository in a cycle.
+///
+/// Families are interned here, once per repository: every version carries the index of its
+/// family (and of its loosened family), so an evaluation matches families by comparing
+/// integers instead of comparing (or, for `variant: loose`, building) strings per tag.
 #[derive(Debug, Clone)]
 pub struct AnalyzedTags {
     versions: Vec<(TagVersion, Option<Timestamp>)>,
+    /// Per entry of `versions`: (index into `families`, index into `loose_families`).
+    family_ids: Vec<(usize, usize)>,
+    /// The distinct families, in order of first appearance.
+    families: Vec<Family>,
+    /// The distinct loosened families, in order of first appearance.
+    loose_families: Vec<Family>,
     not_versions: usize,
 }
 
@@ -46,8 +56,37 @@ impl AnalyzedTags {
                 Tag::NotVersion { .. } => not_versions += 1,
             }
         }
+        // Intern the families; a loosened family is computed once per distinct family.
+        let mut family_ids = Vec::with_capacity(versions.len());
+        let (mut families, mut loose_families) = (Vec::new(), Vec::new());
+        let mut loose_of: Vec<usize> = Vec::new();
+        let mut index: BTreeMap<&Family, usize> = BTreeMap::new();
+        for (v, _) in &versions {
+            let id = match index.get(&v.family) {
+                Some(&id) => id,
+                None => {
+                    let id = families.len();
+                    index.insert(&v.family, id);
+                    families.push(v.family.clone());
+                    let loose = v.family.loosened();
+                    let loose_id = match loose_families.iter().position(|f| *f == loose) {
+                        Some(l) => l,
+                        None => {
+                            loose_families.push(loose);
+                            loose_families.len() - 1
+                        }
+                    };
+                    loose_of.push(loose_id);
+                    id
+                }
+            };
+            family_ids.push((id, loose_of[id]));
+        }
         AnalyzedTags {
             versions,
+            family_ids,
+            families,
+            loose_families,
             not_versions,
         }
     }
@@ -140,9 +179,18 @@ pub struct Evaluation {
     pub candidates: Vec<Candidate>,
     /// The candidate the engine would act on by itself now (the highest approved one).
     pub act_on: Option<String>,
+    /// What the executor must do if the update fails its checks, and the rule that says so.
+    pub on_failure: FailurePlan,
     /// Things worth knowing that are not decisions: skipped failed versions, policy problems.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+}
+
+/// The failure action resolved for the asset.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailurePlan {
+    pub action: OnFailure,
+    pub rule: String,
 }
 
 fn gate_class(change: Change) -> GateClass {
@@ -334,6 +382,10 @@ pub fn evaluate_analyzed(
         family: None,
         candidates: Vec::new(),
         act_on: None,
+        on_failure: FailurePlan {
+            action: policy.on_failure.value,
+            rule: policy.on_failure.rule.clone(),
+        },
         notes: Vec::new(),
     };
     if !policy.problems.is_empty() {
@@ -360,21 +412,30 @@ pub fn evaluate_analyzed(
         }
         Tag::Version(cur) => {
             let loose = policy.variant.value == VariantMatch::Loose;
-            let family = if loose {
-                cur.family.loosened()
+            // The interned id of the family candidates must have; `None` when no tag has it.
+            let wanted = if loose {
+                let family = cur.family.loosened();
+                tags.loose_families.iter().position(|f| *f == family)
             } else {
-                cur.family.clone()
+                tags.families.iter().position(|f| *f == cur.family)
             };
             eval.family = Some(cur.family.to_string());
-            // Per change class: every eligible candidate, best first after sorting.
-            let mut by_class: BTreeMap<u8, Vec<Eligible<'_>>> = BTreeMap::new();
-            for (v, seen) in &tags.versions {
-                let same_family = if loose {
-                    v.family.loosened() == family
-                } else {
-                    v.family == family
-                };
-                if !same_family || v.cmp_precedence(cur) != Ordering::Greater {
+            let min_age = policy.min_age.value;
+            let mature = |seen: Option<Timestamp>| {
+                min_age.is_zero()
+                    || seen.is_some_and(|s| {
+                        now.duration_since(s).as_secs()
+                            >= i64::try_from(min_age.as_secs()).unwrap_or(i64::MAX)
+                    })
+            };
+            // Per change class (patch, build, minor, major, prerelease): the best candidate,
+            // and the best one past the cooldown. Among equal versions the first listed wins,
+            // exactly as the first element after a stable sort would.
+            let mut best: [Option<Eligible<'_>>; 5] = [None; 5];
+            let mut best_mature: [Option<Eligible<'_>>; 5] = [None; 5];
+            for ((v, seen), ids) in tags.versions.iter().zip(&tags.family_ids) {
+                let id = if loose { ids.1 } else { ids.0 };
+                if Some(id) != wanted || v.cmp_precedence(cur) != Ordering::Greater {
                     continue;
                 }
                 if facts.failed.iter().any(|f| f == &v.raw) {
@@ -407,25 +468,23 @@ pub fn evaluate_analyzed(
                     Change::Major => 3,
                     _ => 4,
                 };
-                by_class.entry(key).or_default().push((v, *seen, change));
+                let entry = (v, *seen, change);
+                if best[key].is_none_or(|b| v > b.0) {
+                    best[key] = Some(entry);
+                }
+                if mature(*seen) && best_mature[key].is_none_or(|b| v > b.0) {
+                    best_mature[key] = Some(entry);
+                }
             }
             let mut picked: Vec<Eligible<'_>> = Vec::new();
-            for (_, mut list) in by_class {
-                list.sort_by(|a, b| b.0.cmp(a.0));
-                let Some(&best) = list.first() else { continue };
+            for (best, alt) in best.into_iter().zip(best_mature) {
+                let Some(best) = best else { continue };
                 picked.push(best);
                 // If the newest of a class is still cooling down, the newest mature one of the
-                // same class can go ahead meanwhile; show both.
-                let min_age = policy.min_age.value;
-                let mature = |seen: Option<Timestamp>| {
-                    min_age.is_zero()
-                        || seen.is_some_and(|s| {
-                            now.duration_since(s).as_secs()
-                                >= i64::try_from(min_age.as_secs()).unwrap_or(i64::MAX)
-                        })
-                };
+                // same class can go ahead meanwhile; show both. (When the newest is still
+                // cooling down it is not mature, so the best mature one is another entry.)
                 if !mature(best.1)
-                    && let Some(&alt) = list.iter().skip(1).find(|c| mature(c.1))
+                    && let Some(alt) = alt
                 {
                     picked.push(alt);
                 }

@@ -222,12 +222,15 @@ pub enum NotVersionReason {
 }
 
 impl NotVersionReason {
+    /// Completes the sentence "'<tag>' is ...".
     pub fn describe(self) -> &'static str {
         match self {
             NotVersionReason::MovingName => "a moving name, not a version",
             NotVersionReason::Digest => "a digest, not a tag",
-            NotVersionReason::UnknownShape => "a shape no versioning scheme understands",
-            NotVersionReason::NoPatternMatch => "does not match the custom versioning pattern",
+            NotVersionReason::UnknownShape => {
+                "not a version: no versioning scheme understands its shape"
+            }
+            NotVersionReason::NoPatternMatch => "not matched by the custom versioning pattern",
             NotVersionReason::NotSemVer => "not a SemVer 2.0 version",
         }
     }
@@ -339,10 +342,11 @@ fn parse_identifiers(s: &str) -> Option<Vec<Identifier>> {
     Some(out)
 }
 
-/// Splits `1.2.3rest` into its numeric parts and the rest.
-fn split_numbers(s: &str) -> Option<(Vec<u64>, Vec<&str>, &str)> {
-    let mut parts = Vec::new();
-    let mut texts = Vec::new();
+/// Splits `1.2.3rest` into its numeric parts, the number of digits of the first part, and
+/// the rest.
+fn split_numbers(s: &str) -> Option<(Vec<u64>, usize, &str)> {
+    let mut parts = Vec::with_capacity(4);
+    let mut first_len = 0;
     let mut rest = s;
     loop {
         let end = rest
@@ -357,7 +361,9 @@ fn split_numbers(s: &str) -> Option<(Vec<u64>, Vec<&str>, &str)> {
             return None;
         }
         parts.push(text.parse().ok()?);
-        texts.push(text);
+        if parts.len() == 1 {
+            first_len = text.len();
+        }
         rest = &rest[end..];
         if let Some(after) = rest.strip_prefix('.')
             && after.starts_with(|c: char| c.is_ascii_digit())
@@ -365,19 +371,18 @@ fn split_numbers(s: &str) -> Option<(Vec<u64>, Vec<&str>, &str)> {
             rest = after;
             continue;
         }
-        return Some((parts, texts, rest));
+        return Some((parts, first_len, rest));
     }
 }
 
-fn date_kind(parts: &[u64], texts: &[&str]) -> Option<(Kind, Vec<u64>)> {
+/// `first_len` is the number of digits of the first part.
+fn date_kind(parts: &[u64], first_len: usize) -> Option<(Kind, Vec<u64>)> {
     let valid = |y: u64, m: u64, d: u64| {
         (1970..=2100).contains(&y) && (1..=12).contains(&m) && (1..=31).contains(&d)
     };
-    match (parts, texts) {
-        ([y, m, d], [ty, _, _]) if ty.len() == 4 && valid(*y, *m, *d) => {
-            Some((Kind::Date, vec![*y, *m, *d]))
-        }
-        ([n], [t]) if t.len() == 8 => {
+    match parts {
+        [y, m, d] if first_len == 4 && valid(*y, *m, *d) => Some((Kind::Date, vec![*y, *m, *d])),
+        [n] if first_len == 8 => {
             let (y, m, d) = (n / 10_000, (n / 100) % 100, n % 100);
             valid(y, m, d).then(|| (Kind::CompactDate, vec![y, m, d]))
         }
@@ -397,14 +402,14 @@ fn parse_auto(raw: &str) -> Result<TagVersion, NotVersionReason> {
     if build.iter().any(String::is_empty) {
         return Err(NotVersionReason::UnknownShape);
     }
-    let (release, texts, mut rest) =
+    let (release, first_len, mut rest) =
         split_numbers(numbers).ok_or(NotVersionReason::UnknownShape)?;
     if release.len() > 4 {
         return Err(NotVersionReason::UnknownShape);
     }
-    let (kind, release) = match date_kind(&release, &texts) {
+    let (kind, release) = match date_kind(&release, first_len) {
         Some((k, r)) => (k, r),
-        None if release.len() == 1 && texts[0].len() >= 8 => {
+        None if release.len() == 1 && first_len >= 8 => {
             // A long bare number that is not a date is a build id or a timestamp: ordering it
             // as a version would be a guess.
             return Err(NotVersionReason::UnknownShape);
@@ -430,30 +435,35 @@ fn parse_auto(raw: &str) -> Result<TagVersion, NotVersionReason> {
         pre = parse_identifiers(glued).ok_or(NotVersionReason::UnknownShape)?;
         rest = &rest[end..];
     }
-    let mut variant_parts: Vec<&str> = Vec::new();
+    // The suffix's `-` segments: leading prerelease segments (unless the prerelease was
+    // glued on), then the variant, then an optional `rN` revision. The variant is therefore
+    // one contiguous slice of the suffix and is taken as such, without splitting and joining.
+    let mut variant = "";
     let mut revision = None;
     if !rest.is_empty() {
-        let suffix = rest
+        let mut suffix = rest
             .strip_prefix('-')
             .ok_or(NotVersionReason::UnknownShape)?;
-        let mut segs: Vec<&str> = suffix.split('-').collect();
-        if segs.iter().any(|s| s.is_empty()) {
+        if suffix.split('-').any(str::is_empty) {
             return Err(NotVersionReason::UnknownShape);
         }
-        if let Some(r) = segs.last().and_then(|s| is_revision(s)) {
+        let last = suffix.rsplit('-').next().unwrap_or(suffix);
+        if let Some(r) = is_revision(last) {
             revision = Some(r);
-            segs.pop();
+            suffix = suffix[..suffix.len() - last.len()].trim_end_matches('-');
         }
-        let mut in_pre = pre.is_empty();
-        for seg in segs {
-            let first = seg.split('.').next().unwrap_or("");
-            if in_pre && variant_parts.is_empty() && is_prerelease_word(first) {
+        if pre.is_empty() {
+            while !suffix.is_empty() {
+                let (seg, after) = suffix.split_once('-').unwrap_or((suffix, ""));
+                let first = seg.split('.').next().unwrap_or("");
+                if !is_prerelease_word(first) {
+                    break;
+                }
                 pre.extend(parse_identifiers(seg).ok_or(NotVersionReason::UnknownShape)?);
-            } else {
-                in_pre = false;
-                variant_parts.push(seg);
+                suffix = after;
             }
         }
+        variant = suffix;
     }
     Ok(TagVersion {
         raw: raw.to_owned(),
@@ -461,7 +471,7 @@ fn parse_auto(raw: &str) -> Result<TagVersion, NotVersionReason> {
             kind,
             prefix: prefix.to_ascii_lowercase(),
             precision,
-            variant: variant_parts.join("-"),
+            variant: variant.to_owned(),
             revision: revision.is_some(),
         },
         release,
