@@ -39,6 +39,95 @@ pub struct Config {
     pub source: String,
     pub policy: Policy,
     pub state_path: Option<String>,
+    pub docker: DockerConfig,
+    pub registries: RegistriesConfig,
+}
+
+/// Which Docker engines to scan. No engine listed means one engine from the environment
+/// (`DOCKER_HOST`, `DOCKER_TLS_VERIFY`, `DOCKER_CERT_PATH`, else the local socket).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DockerConfig {
+    pub engines: Vec<EngineConfig>,
+    /// Also track stopped containers.
+    pub include_stopped: bool,
+}
+
+/// One Docker engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Names the engine in asset ids (`docker/<name>/<container>`) and messages.
+    pub name: String,
+    /// `unix:///var/run/docker.sock`, `tcp://host:2376`.
+    pub host: String,
+    /// Client TLS (paths to PEM files), for `tcp://` engines that require it.
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+}
+
+/// How registries are reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistriesConfig {
+    /// Registry host globs that may be contacted; empty means all.
+    pub allow: Vec<String>,
+    /// Registry host globs that must never be contacted (wins over `allow`).
+    pub deny: Vec<String>,
+    /// Hosts spoken to over plain HTTP (loopback always is).
+    pub insecure: Vec<String>,
+    /// Docker's `config.json` for credentials; unset means `$DOCKER_CONFIG/config.json` or
+    /// `~/.docker/config.json`.
+    pub docker_config: Option<String>,
+    pub credentials: Vec<CredentialConfig>,
+    /// Requests in flight per registry.
+    pub max_concurrency: usize,
+    /// Per-request timeout.
+    pub timeout: std::time::Duration,
+    /// Attempts for a request that fails with 5xx, 429 or a timeout.
+    pub attempts: u32,
+}
+
+impl Default for RegistriesConfig {
+    fn default() -> Self {
+        RegistriesConfig {
+            allow: Vec::new(),
+            deny: Vec::new(),
+            insecure: Vec::new(),
+            docker_config: None,
+            credentials: Vec::new(),
+            max_concurrency: 4,
+            timeout: std::time::Duration::from_secs(30),
+            attempts: 4,
+        }
+    }
+}
+
+/// Credentials for one registry. The secret is never kept in the config text if it can be
+/// avoided: `password_env` names an environment variable and `password_file` a file, read when
+/// the registry is first contacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CredentialConfig {
+    pub registry: String,
+    pub username: String,
+    pub password: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+}
+
+impl fmt::Debug for CredentialConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CredentialConfig")
+            .field("registry", &self.registry)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password_env", &self.password_env)
+            .field("password_file", &self.password_file)
+            .finish()
+    }
 }
 
 impl Config {
@@ -108,6 +197,67 @@ struct RawConfig {
     namespaces: BTreeMap<String, RawPolicy>,
     #[serde(default)]
     resources: Vec<RawResource>,
+    docker: Option<RawDocker>,
+    registries: Option<RawRegistries>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDocker {
+    #[serde(default)]
+    engines: Vec<RawEngine>,
+    include_stopped: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEngine {
+    name: Option<String>,
+    host: String,
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca: String,
+    cert: String,
+    key: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistries {
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+    #[serde(default)]
+    insecure: Vec<String>,
+    docker_config: Option<String>,
+    #[serde(default)]
+    credentials: Vec<RawCredential>,
+    max_concurrency: Option<usize>,
+    timeout: Option<String>,
+    attempts: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredential {
+    registry: String,
+    username: String,
+    password: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<String>,
+}
+
+impl fmt::Debug for RawCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawCredential")
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -695,6 +845,8 @@ pub fn load(source: &str, text: &str, env: &[(String, String)]) -> Result<Config
         );
         policy.resources.push((matcher, layer));
     }
+    let docker = compile_docker(&loc, raw.docker.as_ref(), &mut problems);
+    let registries = compile_registries(&loc, raw.registries.as_ref(), &mut problems);
     if !problems.is_empty() {
         // In file order, so the report reads top to bottom; environment problems come last.
         problems.sort_by_key(|p| (p.line.is_none(), p.line, p.column));
@@ -703,12 +855,133 @@ pub fn load(source: &str, text: &str, env: &[(String, String)]) -> Result<Config
     Ok(Config {
         source: source.to_owned(),
         policy,
+        docker,
+        registries,
         state_path: raw
             .state
             .as_ref()
             .and_then(|s| present(&s.path))
             .map(str::to_owned),
     })
+}
+
+fn compile_docker(
+    loc: &Locator<'_>,
+    raw: Option<&RawDocker>,
+    problems: &mut Vec<Problem>,
+) -> DockerConfig {
+    let Some(raw) = raw else {
+        return DockerConfig::default();
+    };
+    let mut engines: Vec<EngineConfig> = Vec::new();
+    for (i, e) in raw.engines.iter().enumerate() {
+        let at = |f: &str| format!("docker.engines[{i}].{f}");
+        let host = e.host.trim();
+        if !(host.starts_with("unix://")
+            || host.starts_with("tcp://")
+            || host.starts_with("http://")
+            || host.starts_with("https://"))
+        {
+            problems.push(loc.problem(&at("host"), format!("'{host}' is not an engine address; write unix:///var/run/docker.sock or tcp://host:2376")));
+        }
+        let name = present(&e.name).map_or_else(
+            || {
+                if i == 0 {
+                    "local".to_owned()
+                } else {
+                    format!("engine{i}")
+                }
+            },
+            str::to_owned,
+        );
+        if name.is_empty() || name.contains('/') {
+            problems.push(loc.problem(
+                &at("name"),
+                format!("'{name}' cannot name an engine: it appears in asset ids, so no '/'"),
+            ));
+        } else if engines.iter().any(|x| x.name == name) {
+            problems.push(loc.problem(
+                &at("name"),
+                format!("engine name '{name}' is used twice; asset ids would collide"),
+            ));
+        }
+        let tls = e.tls.as_ref().map(|t| TlsFiles {
+            ca: t.ca.clone(),
+            cert: t.cert.clone(),
+            key: t.key.clone(),
+        });
+        engines.push(EngineConfig {
+            name,
+            host: host.to_owned(),
+            tls,
+        });
+    }
+    DockerConfig {
+        engines,
+        include_stopped: raw.include_stopped.unwrap_or(false),
+    }
+}
+
+fn compile_registries(
+    loc: &Locator<'_>,
+    raw: Option<&RawRegistries>,
+    problems: &mut Vec<Problem>,
+) -> RegistriesConfig {
+    let mut out = RegistriesConfig::default();
+    let Some(raw) = raw else { return out };
+    for (name, list) in [("allow", &raw.allow), ("deny", &raw.deny)] {
+        for (i, g) in list.iter().enumerate() {
+            if let Err(e) = glob_regex(g) {
+                problems.push(loc.problem(
+                    &format!("registries.{name}[{i}]"),
+                    format!("invalid pattern: {e}"),
+                ));
+            }
+        }
+    }
+    out.allow = raw.allow.clone();
+    out.deny = raw.deny.clone();
+    out.insecure = raw.insecure.clone();
+    out.docker_config = present(&raw.docker_config).map(str::to_owned);
+    if let Some(n) = raw.max_concurrency {
+        if n == 0 {
+            problems.push(loc.problem("registries.max_concurrency", "must be at least 1"));
+        }
+        out.max_concurrency = n.max(1);
+    }
+    if let Some(t) = present(&raw.timeout) {
+        match parse_duration(t) {
+            Ok(d) if !d.is_zero() => out.timeout = d,
+            Ok(_) => problems.push(loc.problem("registries.timeout", "must be longer than 0")),
+            Err(e) => problems.push(loc.problem("registries.timeout", e)),
+        }
+    }
+    if let Some(a) = raw.attempts {
+        if a == 0 {
+            problems.push(loc.problem("registries.attempts", "must be at least 1"));
+        }
+        out.attempts = a.max(1);
+    }
+    for (i, c) in raw.credentials.iter().enumerate() {
+        let secrets = [&c.password, &c.password_env, &c.password_file]
+            .iter()
+            .filter(|s| present(s).is_some())
+            .count();
+        if secrets != 1 {
+            problems.push(loc.problem(
+                &format!("registries.credentials[{i}]"),
+                "give exactly one of password, password_env (an environment variable's name) or password_file",
+            ));
+        }
+        out.credentials.push(CredentialConfig {
+            registry: c.registry.trim().to_owned(),
+            username: c.username.clone(),
+            password: present(&c.password).map(str::to_owned),
+            password_env: present(&c.password_env).map(str::to_owned),
+            password_file: present(&c.password_file).map(str::to_owned),
+        });
+    }
+    out
 }
 
 fn load_error_problem(source: &str, e: &marked_yaml::LoadError) -> Problem {
@@ -793,12 +1066,36 @@ const RESOURCE: Shape = Shape::Map(&[("name", &SCALAR), ("match", &MATCH), ("pol
 const RESOURCES: Shape = Shape::Seq(&RESOURCE);
 const NAMESPACES: Shape = Shape::Dict(&POLICY);
 const STATE: Shape = Shape::Map(&[("path", &SCALAR)]);
+const TLS: Shape = Shape::Map(&[("ca", &SCALAR), ("cert", &SCALAR), ("key", &SCALAR)]);
+const ENGINE: Shape = Shape::Map(&[("name", &SCALAR), ("host", &SCALAR), ("tls", &TLS)]);
+const ENGINES: Shape = Shape::Seq(&ENGINE);
+const DOCKER: Shape = Shape::Map(&[("engines", &ENGINES), ("include_stopped", &SCALAR)]);
+const CREDENTIAL: Shape = Shape::Map(&[
+    ("registry", &SCALAR),
+    ("username", &SCALAR),
+    ("password", &SCALAR),
+    ("password_env", &SCALAR),
+    ("password_file", &SCALAR),
+]);
+const CREDENTIALS: Shape = Shape::Seq(&CREDENTIAL);
+const REGISTRIES: Shape = Shape::Map(&[
+    ("allow", &SCALARS),
+    ("deny", &SCALARS),
+    ("insecure", &SCALARS),
+    ("docker_config", &SCALAR),
+    ("credentials", &CREDENTIALS),
+    ("max_concurrency", &SCALAR),
+    ("timeout", &SCALAR),
+    ("attempts", &SCALAR),
+]);
 const ROOT: Shape = Shape::Map(&[
     ("version", &SCALAR),
     ("state", &STATE),
     ("policy", &POLICY),
     ("namespaces", &NAMESPACES),
     ("resources", &RESOURCES),
+    ("docker", &DOCKER),
+    ("registries", &REGISTRIES),
 ]);
 
 fn check_keys(
@@ -925,6 +1222,8 @@ mod tests {
         assert!(eff.windows.value.is_empty());
         assert!(eff.constraint.is_none());
         assert_eq!(cfg.state_path, None);
+        assert_eq!(cfg.docker, DockerConfig::default());
+        assert_eq!(cfg.registries, RegistriesConfig::default());
     }
 
     #[test]
@@ -1031,6 +1330,38 @@ resources:
         let e = err_of("policy:\n  gates: 5\n");
         assert_eq!(e.len(), 1, "{e:?}");
         assert_eq!(e[0].matches("policy.gates").count(), 1, "{e:?}");
+    }
+
+    #[test]
+    fn docker_and_registries_sections() {
+        let text = "docker:\n  engines:\n    - host: unix:///var/run/docker.sock\n    - name: edge\n      host: tcp://10.0.0.5:2376\n      tls: { ca: ca.pem, cert: cert.pem, key: key.pem }\n  include_stopped: true\nregistries:\n  deny: ['*.evil.example']\n  credentials:\n    - registry: ghcr.io\n      username: bot\n      password_env: GHCR_TOKEN\n  timeout: 10s\n";
+        let cfg = load("c.yaml", text, &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.docker.engines.len(), 2);
+        assert_eq!(cfg.docker.engines[0].name, "local");
+        assert!(cfg.docker.engines[1].tls.is_some());
+        assert!(cfg.docker.include_stopped);
+        assert_eq!(cfg.registries.timeout, std::time::Duration::from_secs(10));
+        assert_eq!(
+            cfg.registries.credentials[0].password_env.as_deref(),
+            Some("GHCR_TOKEN")
+        );
+
+        let bad = "docker:\n  engines:\n    - host: /var/run/docker.sock\n    - name: local\n      host: tcp://x:1\nregistries:\n  credentials:\n    - registry: ghcr.io\n      username: bot\n";
+        let e = err_of(bad);
+        assert_eq!(e.len(), 3, "{e:#?}");
+        assert!(
+            e[0].starts_with("cfg.yaml:3:") && e[0].contains("docker.engines[0].host"),
+            "{e:?}"
+        );
+        assert!(e[1].contains("used twice"), "{e:?}");
+        assert!(e[2].contains("exactly one of password"), "{e:?}");
+    }
+
+    #[test]
+    fn credentials_never_show_their_password() {
+        let text = "registries:\n  credentials:\n    - registry: r.example\n      username: u\n      password: hunter2-secret\n";
+        let cfg = load("c.yaml", text, &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!format!("{cfg:?}").contains("hunter2-secret"));
     }
 
     #[test]
