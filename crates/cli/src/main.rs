@@ -10,6 +10,7 @@
 mod context;
 mod offline;
 mod output;
+mod pipeline;
 mod state;
 
 use std::process::ExitCode;
@@ -70,6 +71,10 @@ pub enum LogFormat {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Discover containers on the configured Docker engines and store them.
+    Scan(pipeline::ScanArgs),
+    /// Ask registries what newer versions exist for every tracked asset, and decide by policy.
+    Check,
     /// Parse an image reference exactly as Docker does and show its parts.
     #[command(name = "parse-ref")]
     ParseRef(offline::ParseRefArgs),
@@ -118,6 +123,8 @@ fn main() -> ExitCode {
     init_logging(&cli.global);
     let format = cli.global.output;
     let result = match cli.command {
+        Command::Scan(a) => pipeline::run_scan(&cli.global, &a),
+        Command::Check => pipeline::run_check(&cli.global),
         Command::ParseRef(a) => offline::parse_ref(&cli.global, &a),
         Command::Compare(a) => offline::compare(&cli.global, &a),
         Command::Satisfies(a) => offline::satisfies(&cli.global, &a),

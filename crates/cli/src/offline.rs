@@ -292,6 +292,7 @@ pub fn evaluate(global: &GlobalArgs, args: &EvaluateArgs) -> anyhow::Result<Exit
         failed: args.failed.clone(),
         approvals,
         frozen: args.frozen.clone(),
+        unavailable: Vec::new(),
     };
     let eval = decide::evaluate(&policy, &facts, &available, now);
     match global.output {

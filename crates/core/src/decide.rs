@@ -31,18 +31,18 @@ pub struct Available {
 /// Tags of one repository analysed once under one scheme, shared by every asset that uses
 /// that repository in a cycle.
 ///
-/// Families are interned here, once per repository: every version carries the index of its
+/// Families are numbered here, once per repository: every version carries the id of its
 /// family (and of its loosened family), so an evaluation matches families by comparing
-/// integers instead of comparing (or, for `variant: loose`, building) strings per tag.
+/// integers instead of comparing (or, for `variant: loose`, building) them per tag.
 #[derive(Debug, Clone)]
 pub struct AnalyzedTags {
     versions: Vec<(TagVersion, Option<Timestamp>)>,
-    /// Per entry of `versions`: (index into `families`, index into `loose_families`).
+    /// Per entry of `versions`: (its family's id, its loosened family's id).
     family_ids: Vec<(usize, usize)>,
-    /// The distinct families, in order of first appearance.
-    families: Vec<Family>,
-    /// The distinct loosened families, in order of first appearance.
-    loose_families: Vec<Family>,
+    /// Per family id (distinct families in order of first appearance): the index in
+    /// `versions` of its first tag, and its loosened family's id, which is the id of the first
+    /// family that loosens to the same.
+    families: Vec<(usize, usize)>,
     not_versions: usize,
 }
 
@@ -56,37 +56,31 @@ impl AnalyzedTags {
                 Tag::NotVersion { .. } => not_versions += 1,
             }
         }
-        // Intern the families; a loosened family is computed once per distinct family.
+        // Number the families, and the loosened ones once per distinct family.
         let mut family_ids = Vec::with_capacity(versions.len());
-        let (mut families, mut loose_families) = (Vec::new(), Vec::new());
-        let mut loose_of: Vec<usize> = Vec::new();
+        let mut families: Vec<(usize, usize)> = Vec::new();
         let mut index: BTreeMap<&Family, usize> = BTreeMap::new();
-        for (v, _) in &versions {
+        for (i, (v, _)) in versions.iter().enumerate() {
             let id = match index.get(&v.family) {
                 Some(&id) => id,
                 None => {
                     let id = families.len();
                     index.insert(&v.family, id);
-                    families.push(v.family.clone());
-                    let loose = v.family.loosened();
-                    let loose_id = match loose_families.iter().position(|f| *f == loose) {
-                        Some(l) => l,
-                        None => {
-                            loose_families.push(loose);
-                            loose_families.len() - 1
-                        }
-                    };
-                    loose_of.push(loose_id);
+                    let loose_id = families
+                        .iter()
+                        .find(|&&(first, _)| versions[first].0.family.loosely_equals(&v.family))
+                        .map_or(id, |&(_, loose_id)| loose_id);
+                    families.push((i, loose_id));
                     id
                 }
             };
-            family_ids.push((id, loose_of[id]));
+            family_ids.push((id, families[id].1));
         }
+        drop(index);
         AnalyzedTags {
             versions,
             family_ids,
             families,
-            loose_families,
             not_versions,
         }
     }
@@ -121,6 +115,9 @@ pub struct Facts {
     pub approvals: Vec<ApprovalFact>,
     /// Why the asset is frozen, if it is.
     pub frozen: Option<String>,
+    /// Tags that must not be proposed for a reason found outside policy — no image for the
+    /// platform the asset runs on, say — each with that reason.
+    pub unavailable: Vec<(String, String)>,
 }
 
 /// What the engine may do with a candidate.
@@ -228,11 +225,20 @@ fn judge(
 ) -> (Gate, Verdict, String, String, Option<Timestamp>) {
     let gate = policy.gate(class);
     let g = gate.value;
-    let head = format!(
-        "{what}; the gate for {} is {g} ({})",
+    // "{what}; the gate for {class} is {g} ({rule})", appended to `what` rather than formatted
+    // into a new string: this runs for every candidate of every asset.
+    let mut head = what;
+    for part in [
+        "; the gate for ",
         class.as_str(),
-        gate.rule
-    );
+        " is ",
+        g.as_str(),
+        " (",
+        gate.rule.as_str(),
+        ")",
+    ] {
+        head.push_str(part);
+    }
     if let Some(reason) = &facts.frozen {
         return (
             g,
@@ -413,12 +419,19 @@ pub fn evaluate_analyzed(
         Tag::Version(cur) => {
             let loose = policy.variant.value == VariantMatch::Loose;
             // The interned id of the family candidates must have; `None` when no tag has it.
-            let wanted = if loose {
-                let family = cur.family.loosened();
-                tags.loose_families.iter().position(|f| *f == family)
-            } else {
-                tags.families.iter().position(|f| *f == cur.family)
-            };
+            let wanted = tags
+                .families
+                .iter()
+                .enumerate()
+                .find(|&(_, &(first, _))| {
+                    let family = &tags.versions[first].0.family;
+                    if loose {
+                        family.loosely_equals(&cur.family)
+                    } else {
+                        *family == cur.family
+                    }
+                })
+                .map(|(id, &(_, loose_id))| if loose { loose_id } else { id });
             eval.family = Some(cur.family.to_string());
             let min_age = policy.min_age.value;
             let mature = |seen: Option<Timestamp>| {
@@ -443,6 +456,10 @@ pub fn evaluate_analyzed(
                         "{} failed before and is not proposed again until a newer version appears",
                         v.raw
                     ));
+                    continue;
+                }
+                if let Some((_, why)) = facts.unavailable.iter().find(|(t, _)| t == &v.raw) {
+                    eval.notes.push(format!("{} is not proposed: {why}", v.raw));
                     continue;
                 }
                 if let Some(inc) = &policy.include
@@ -492,7 +509,15 @@ pub fn evaluate_analyzed(
             picked.sort_by(|a, b| a.0.cmp(b.0));
             for (v, seen, change) in picked {
                 let class = gate_class(change);
-                let what = format!("{} → {} is a {} update", cur.raw, v.raw, change.as_str());
+                let what = [
+                    &cur.raw,
+                    " → ",
+                    &v.raw,
+                    " is a ",
+                    change.as_str(),
+                    " update",
+                ]
+                .concat();
                 let (gate, decision, rule, reason, not_before) =
                     judge(policy, facts, now, what, &v.raw, class, seen);
                 if decision == Verdict::Approve && best_approved.is_none_or(|b| v > b) {
@@ -717,6 +742,21 @@ mod tests {
                     .parse()
                     .unwrap_or_else(|e| panic!("{e}"))
             )
+        );
+    }
+
+    #[test]
+    fn unavailable_tags_are_skipped_with_their_reason() {
+        let mut f = facts("1.2.3");
+        f.unavailable = vec![("1.2.5".into(), "no linux/arm64 image".into())];
+        let e = evaluate(&defaults(), &f, &avail(&["1.2.4", "1.2.5"]), now());
+        assert_eq!(e.act_on.as_deref(), Some("1.2.4"));
+        assert!(
+            e.notes
+                .iter()
+                .any(|n| n == "1.2.5 is not proposed: no linux/arm64 image"),
+            "{:?}",
+            e.notes
         );
     }
 

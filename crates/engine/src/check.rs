@@ -1,0 +1,299 @@
+//! Detect and decide: for every tracked asset, what its registry offers and what policy allows.
+//!
+//! Registry traffic is shaped here: assets are grouped by repository, each repository's tags
+//! are listed once per cycle and each (repository, tag) resolved once (the registry crate's
+//! `Cycle` guarantees it), so the number of requests grows with repositories, not containers.
+//! A manifest is fetched only to check that the candidate the engine would act on has an
+//! image for the asset's platform.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use futures_util::stream::{self, StreamExt};
+use jiff::Timestamp;
+use safe_updater_core::asset::Asset;
+use safe_updater_core::decide::{
+    ApprovalFact, Available, DigestDrift, Evaluation, Facts, evaluate,
+};
+use safe_updater_core::policy::AssetView;
+use safe_updater_core::reference::ImageRef;
+use safe_updater_docker::ContainerExtra;
+use safe_updater_registry::{Cycle, RegistryApi, RegistryError, RequestCounts};
+use safe_updater_store::{
+    AssetFilter, DecisionRecord, ObservedTagInput, Store, UpdateStatus, Verdict,
+};
+use serde::Serialize;
+
+use crate::EngineError;
+
+/// Registry requests in flight at once across repositories (each registry also has its own
+/// limit in the client).
+const PARALLEL: usize = 8;
+
+/// The outcome for one asset.
+#[derive(Debug, Clone, Serialize)]
+pub struct AssetCheck {
+    pub asset_id: String,
+    pub image: String,
+    /// The decision, when the registry could be asked.
+    pub evaluation: Option<Evaluation>,
+    /// Why the asset could not be checked.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub checks: Vec<AssetCheck>,
+    /// Registry requests this cycle made, by kind.
+    pub requests: RequestCounts,
+}
+
+impl CheckReport {
+    pub fn errors(&self) -> usize {
+        self.checks.iter().filter(|c| c.error.is_some()).count()
+    }
+}
+
+fn repo_key(image: &ImageRef) -> String {
+    format!("{}/{}", image.registry(), image.repository())
+}
+
+/// Checks every tracked asset and records the decisions (deduplicated: a decision already on
+/// record for the same candidate is not written again).
+pub async fn check<R: RegistryApi>(
+    config: &safe_updater_core::config::Config,
+    store: &mut Store,
+    cycle: &Cycle<R>,
+    now: Timestamp,
+    actor: &str,
+    correlation_id: &str,
+) -> Result<CheckReport, EngineError> {
+    let assets = store.list_assets(&AssetFilter::default())?;
+    let mut checks: Vec<AssetCheck> = Vec::with_capacity(assets.len());
+    // Parse every reference first; a reference Docker itself would refuse is one asset's
+    // problem, not the cycle's.
+    let mut parsed: Vec<(usize, ImageRef)> = Vec::new();
+    for (i, a) in assets.iter().enumerate() {
+        match ImageRef::parse(&a.image) {
+            Ok(r) => parsed.push((i, r.with_default_tag())),
+            Err(e) => checks.push(AssetCheck {
+                asset_id: a.id.clone(),
+                image: a.image.clone(),
+                evaluation: None,
+                error: Some(format!("image reference cannot be read: {e}")),
+            }),
+        }
+    }
+
+    // One tag listing per repository.
+    let mut repos: BTreeMap<String, ImageRef> = BTreeMap::new();
+    for (_, r) in &parsed {
+        repos.entry(repo_key(r)).or_insert_with(|| r.clone());
+    }
+    let listings: HashMap<String, Result<Arc<[String]>, RegistryError>> =
+        stream::iter(repos.into_iter())
+            .map(|(key, image)| async move { (key, cycle.tags(&image).await) })
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await;
+
+    // One HEAD per (repository, tag) that an asset runs with a known digest: digest drift.
+    let heads: HashMap<(String, String), Result<String, RegistryError>> = stream::iter(
+        parsed
+            .iter()
+            .filter(|(i, r)| assets[*i].digest.is_some() && r.tag().is_some())
+            .map(|(_, r)| r.clone())
+            .collect::<Vec<_>>(),
+    )
+    .map(|image| async move {
+        let tag = image.tag().unwrap_or("latest").to_owned();
+        let head = cycle.head(&image, &tag).await.map(|h| h.digest);
+        ((repo_key(&image), tag), head)
+    })
+    .buffer_unordered(PARALLEL)
+    .collect()
+    .await;
+
+    // Remember when each tag was first seen: the cooldown reads it.
+    let mut first_seen: HashMap<String, HashMap<String, (Timestamp, Option<String>, Timestamp)>> =
+        HashMap::new();
+    for (key, listing) in &listings {
+        let Ok(tags) = listing else { continue };
+        let inputs: Vec<ObservedTagInput> = tags
+            .iter()
+            .map(|t| ObservedTagInput {
+                tag: t.clone(),
+                digest: None,
+            })
+            .collect();
+        store.record_observed_tags(key, &inputs, now)?;
+        let seen = store
+            .observed_tags(key)?
+            .into_iter()
+            .map(|o| (o.tag, (o.first_seen, o.digest, o.digest_first_seen)))
+            .collect();
+        first_seen.insert(key.clone(), seen);
+    }
+
+    for (i, image) in parsed {
+        let asset = &assets[i];
+        let key = repo_key(&image);
+        let tags = match listings.get(&key) {
+            Some(Ok(t)) => t.clone(),
+            Some(Err(e)) => {
+                checks.push(AssetCheck {
+                    asset_id: asset.id.clone(),
+                    image: asset.image.clone(),
+                    evaluation: None,
+                    error: Some(e.to_string()),
+                });
+                continue;
+            }
+            None => Arc::from(Vec::new()),
+        };
+        let seen = first_seen.get(&key);
+        let available: Vec<Available> = tags
+            .iter()
+            .map(|t| Available {
+                tag: t.clone(),
+                first_seen: seen.and_then(|s| s.get(t)).map(|x| x.0),
+            })
+            .collect();
+        let current = image.tag().unwrap_or("latest").to_owned();
+        let mut facts = facts_for(store, asset, &current)?;
+        if let (Some(running), Some(Ok(latest))) =
+            (&asset.digest, heads.get(&(key.clone(), current.clone())))
+        {
+            facts.digest = Some(DigestDrift {
+                running: running.clone(),
+                latest: latest.clone(),
+                first_seen: seen.and_then(|s| s.get(&current)).map(|x| x.2),
+            });
+        }
+        let view = AssetView {
+            kind: asset.kind,
+            namespace: asset.namespace.as_deref(),
+            name: &asset.name,
+            labels: Some(&asset.labels),
+            annotations: Some(&asset.annotations),
+        };
+        let policy = config.policy.resolve(&view);
+        let platform = ContainerExtra::from_asset(asset)
+            .ok()
+            .and_then(|x| x.platform);
+        // Never propose a tag without an image for the platform the container runs on: check
+        // the one the engine would act on, exclude it if it fails, decide again (bounded).
+        let mut evaluation = evaluate(&policy, &facts, &available, now);
+        for _ in 0..4 {
+            let Some(target) = evaluation.act_on.clone() else {
+                break;
+            };
+            if target == current {
+                break;
+            }
+            let Some(p) = &platform else { break };
+            let candidate = image.with_tag(&target).unwrap_or_else(|_| image.clone());
+            let why = match cycle
+                .supports_platform(
+                    &candidate,
+                    &target,
+                    &p.os,
+                    &p.architecture,
+                    p.variant.as_deref(),
+                )
+                .await
+            {
+                Ok(true) => break,
+                Ok(false) => format!("no image for {}/{} in {target}", p.os, p.architecture),
+                Err(e) => format!("its platforms could not be read ({e})"),
+            };
+            facts.unavailable.push((target, why));
+            evaluation = evaluate(&policy, &facts, &available, now);
+        }
+        record_decisions(store, asset, &evaluation, now, actor, correlation_id)?;
+        checks.push(AssetCheck {
+            asset_id: asset.id.clone(),
+            image: asset.image.clone(),
+            evaluation: Some(evaluation),
+            error: None,
+        });
+    }
+    checks.sort_by(|a, b| a.asset_id.cmp(&b.asset_id));
+    Ok(CheckReport {
+        checks,
+        requests: cycle.requests(),
+    })
+}
+
+/// The history-derived facts: failed targets, approvals, freeze.
+fn facts_for(store: &Store, asset: &Asset, current: &str) -> Result<Facts, EngineError> {
+    let failed = store
+        .failed_targets(&asset.id)?
+        .into_iter()
+        .map(|r| match ImageRef::parse(&r) {
+            Ok(parsed) => parsed.tag().map(str::to_owned).unwrap_or(r),
+            Err(_) => r,
+        })
+        .collect();
+    let approvals = store
+        .approvals_for(&asset.id)?
+        .into_iter()
+        .map(|a| ApprovalFact {
+            candidate: a.candidate,
+            approved: a.verdict == Verdict::Approved,
+            operator: a.operator,
+        })
+        .collect();
+    let frozen = store
+        .history(Some(&asset.id), 1)?
+        .into_iter()
+        .find(|u| u.status == UpdateStatus::Frozen)
+        .map(|u| {
+            u.error
+                .unwrap_or_else(|| format!("update to {} failed", u.to_ref))
+        });
+    Ok(Facts {
+        current: current.to_owned(),
+        failed,
+        approvals,
+        frozen,
+        ..Facts::default()
+    })
+}
+
+fn record_decisions(
+    store: &mut Store,
+    asset: &Asset,
+    evaluation: &Evaluation,
+    now: Timestamp,
+    actor: &str,
+    correlation_id: &str,
+) -> Result<(), EngineError> {
+    let recent = store.decisions(Some(&asset.id), 50)?;
+    for c in &evaluation.candidates {
+        let decision = c.decision.as_str();
+        let candidate = c.digest.clone().unwrap_or_else(|| c.tag.clone());
+        // The same verdict on the same candidate is already on record: writing it again every
+        // cycle would bury the trail in repetition.
+        if recent
+            .iter()
+            .any(|d| d.candidate.as_deref() == Some(&candidate) && d.decision == decision)
+        {
+            continue;
+        }
+        store.record_decision(&DecisionRecord {
+            asset_id: asset.id.clone(),
+            at: now,
+            actor: actor.to_owned(),
+            current: evaluation.current.clone(),
+            candidate: Some(candidate),
+            change: c.change.clone(),
+            gate: c.gate.as_str().to_owned(),
+            decision: decision.to_owned(),
+            rule: Some(c.rule.clone()),
+            reason: c.reason.clone(),
+            correlation_id: Some(correlation_id.to_owned()),
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,27 @@
+//! One cycle of safe-updater, wired together: **discover** (Docker engines → assets in the
+//! store), **detect** (registry facts, each repository asked once per cycle) and **decide**
+//! (the core's pure `evaluate`, per asset), with every step recorded in the store and its
+//! audit trail.
+//!
+//! This crate orchestrates; it holds no policy of its own. What may happen is decided by
+//! `safe_updater_core::decide`; what registries and engines say comes from the adapter crates.
+//! Executing updates and verifying them come later and will live here too, behind the same
+//! store records (snapshot first, then change).
+
+mod check;
+mod scan;
+mod settings;
+
+pub use check::{AssetCheck, CheckReport, check};
+pub use scan::{EngineOutcome, ScanReport, scan};
+pub use settings::{SettingsError, engine_specs, registry_client_config};
+
+/// Errors that stop a whole step. Problems with one asset or one engine are reported in the
+/// step's report instead, so the others still proceed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] safe_updater_store::StoreError),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+}

@@ -1,0 +1,95 @@
+//! Discover: every configured Docker engine, concurrently, into the store.
+
+use jiff::Timestamp;
+use safe_updater_core::audit::AuditEvent;
+use safe_updater_docker::{DiscoverOptions, EngineSpec, discover};
+use safe_updater_store::Store;
+use serde::Serialize;
+
+use crate::EngineError;
+
+/// What one engine gave.
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineOutcome {
+    pub engine: String,
+    pub host: String,
+    /// Containers found (and stored), when the engine answered.
+    pub containers: Option<usize>,
+    /// Why the engine could not be scanned; its assets in the store are left as they were.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScanReport {
+    pub engines: Vec<EngineOutcome>,
+    /// Assets stored by this scan.
+    pub assets: usize,
+}
+
+impl ScanReport {
+    pub fn failed_engines(&self) -> usize {
+        self.engines.iter().filter(|e| e.error.is_some()).count()
+    }
+}
+
+/// Scans every engine and stores what the reachable ones run. An engine that is down is
+/// reported, not fatal: the others are still scanned and stored.
+pub async fn scan(
+    store: &mut Store,
+    engines: &[EngineSpec],
+    include_stopped: bool,
+    now: Timestamp,
+    actor: &str,
+) -> Result<ScanReport, EngineError> {
+    let scans = discover(
+        engines,
+        DiscoverOptions {
+            include_stopped,
+            ..Default::default()
+        },
+        now,
+    )
+    .await;
+    let mut outcomes = Vec::new();
+    let mut assets = Vec::new();
+    for scan in scans {
+        let host = engines
+            .iter()
+            .find(|e| e.name == scan.engine)
+            .map(|e| e.host.clone())
+            .unwrap_or_default();
+        match scan.result {
+            Ok(found) => {
+                outcomes.push(EngineOutcome {
+                    engine: scan.engine,
+                    host,
+                    containers: Some(found.len()),
+                    error: None,
+                });
+                assets.extend(found);
+            }
+            Err(e) => {
+                tracing::warn!(engine = %scan.engine, error = %e, "engine could not be scanned");
+                outcomes.push(EngineOutcome {
+                    engine: scan.engine,
+                    host,
+                    containers: None,
+                    error: Some(e.to_string()),
+                });
+            }
+        }
+    }
+    let stored = store.upsert_assets(&assets)?;
+    store.append_audit(AuditEvent {
+        timestamp: now,
+        actor: actor.to_owned(),
+        action: "scan".into(),
+        asset_id: None,
+        correlation_id: None,
+        details: serde_json::json!({ "engines": outcomes, "assets": stored }),
+    })?;
+    Ok(ScanReport {
+        engines: outcomes,
+        assets: stored,
+    })
+}
