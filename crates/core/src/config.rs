@@ -41,6 +41,35 @@ pub struct Config {
     pub state_path: Option<String>,
     pub docker: DockerConfig,
     pub registries: RegistriesConfig,
+    pub health: HealthConfig,
+}
+
+/// How an update is verified after it is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// How long the new version is watched before the update counts as a success.
+    pub window: std::time::Duration,
+    /// Time between two rounds of checks.
+    pub interval: std::time::Duration,
+    /// Consecutive failed rounds that fail the update.
+    pub failure_threshold: u32,
+    /// Remove the previous image once the update has succeeded.
+    pub remove_old_image: bool,
+    /// Updates attempted per asset and cycle before giving up (a rollback counts as one); the
+    /// cap that keeps a bad release from looping.
+    pub max_attempts: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            window: std::time::Duration::from_secs(300),
+            interval: std::time::Duration::from_secs(5),
+            failure_threshold: 3,
+            remove_old_image: false,
+            max_attempts: 1,
+        }
+    }
 }
 
 /// Which Docker engines to scan. No engine listed means one engine from the environment
@@ -199,6 +228,17 @@ struct RawConfig {
     resources: Vec<RawResource>,
     docker: Option<RawDocker>,
     registries: Option<RawRegistries>,
+    health: Option<RawHealth>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    window: Option<String>,
+    interval: Option<String>,
+    failure_threshold: Option<u32>,
+    remove_old_image: Option<bool>,
+    max_attempts: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -847,6 +887,7 @@ pub fn load(source: &str, text: &str, env: &[(String, String)]) -> Result<Config
     }
     let docker = compile_docker(&loc, raw.docker.as_ref(), &mut problems);
     let registries = compile_registries(&loc, raw.registries.as_ref(), &mut problems);
+    let health = compile_health(&loc, raw.health.as_ref(), &mut problems);
     if !problems.is_empty() {
         // In file order, so the report reads top to bottom; environment problems come last.
         problems.sort_by_key(|p| (p.line.is_none(), p.line, p.column));
@@ -857,6 +898,7 @@ pub fn load(source: &str, text: &str, env: &[(String, String)]) -> Result<Config
         policy,
         docker,
         registries,
+        health,
         state_path: raw
             .state
             .as_ref()
@@ -920,6 +962,43 @@ fn compile_docker(
         engines,
         include_stopped: raw.include_stopped.unwrap_or(false),
     }
+}
+
+fn compile_health(
+    loc: &Locator<'_>,
+    raw: Option<&RawHealth>,
+    problems: &mut Vec<Problem>,
+) -> HealthConfig {
+    let mut out = HealthConfig::default();
+    let Some(raw) = raw else { return out };
+    for (name, value, slot) in [
+        ("window", &raw.window, &mut out.window),
+        ("interval", &raw.interval, &mut out.interval),
+    ] {
+        if let Some(t) = present(value) {
+            match parse_duration(t) {
+                Ok(d) if !d.is_zero() => *slot = d,
+                Ok(_) => {
+                    problems.push(loc.problem(&format!("health.{name}"), "must be longer than 0"))
+                }
+                Err(e) => problems.push(loc.problem(&format!("health.{name}"), e)),
+            }
+        }
+    }
+    if let Some(n) = raw.failure_threshold {
+        if n == 0 {
+            problems.push(loc.problem("health.failure_threshold", "must be at least 1"));
+        }
+        out.failure_threshold = n.max(1);
+    }
+    if let Some(n) = raw.max_attempts {
+        if n == 0 {
+            problems.push(loc.problem("health.max_attempts", "must be at least 1"));
+        }
+        out.max_attempts = n.max(1);
+    }
+    out.remove_old_image = raw.remove_old_image.unwrap_or(false);
+    out
 }
 
 fn compile_registries(
@@ -1088,6 +1167,13 @@ const REGISTRIES: Shape = Shape::Map(&[
     ("timeout", &SCALAR),
     ("attempts", &SCALAR),
 ]);
+const HEALTH: Shape = Shape::Map(&[
+    ("window", &SCALAR),
+    ("interval", &SCALAR),
+    ("failure_threshold", &SCALAR),
+    ("remove_old_image", &SCALAR),
+    ("max_attempts", &SCALAR),
+]);
 const ROOT: Shape = Shape::Map(&[
     ("version", &SCALAR),
     ("state", &STATE),
@@ -1096,6 +1182,7 @@ const ROOT: Shape = Shape::Map(&[
     ("resources", &RESOURCES),
     ("docker", &DOCKER),
     ("registries", &REGISTRIES),
+    ("health", &HEALTH),
 ]);
 
 fn check_keys(
@@ -1224,6 +1311,7 @@ mod tests {
         assert_eq!(cfg.state_path, None);
         assert_eq!(cfg.docker, DockerConfig::default());
         assert_eq!(cfg.registries, RegistriesConfig::default());
+        assert_eq!(cfg.health, HealthConfig::default());
     }
 
     #[test]

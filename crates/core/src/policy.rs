@@ -401,7 +401,15 @@ pub const RESOURCE_KEYS: &[(&str, &str)] = &[
     ),
     ("on-failure", "`rollback` or `freeze`"),
     ("variant", "`exact` or `loose` matching of tag variants"),
+    (
+        "health-url",
+        "HTTP health check after an update, e.g. `http://{ip}:8080/health`",
+    ),
 ];
+
+/// Watchtower's labels, honoured so that its users can switch without relabelling.
+pub const WATCHTOWER_ENABLE: &str = "com.centurylinklabs.watchtower.enable";
+pub const WATCHTOWER_MONITOR_ONLY: &str = "com.centurylinklabs.watchtower.monitor-only";
 
 /// Parses the `versioning` setting shared by the config file and labels.
 pub fn parse_versioning(s: &str) -> Result<Scheme, String> {
@@ -482,6 +490,8 @@ pub fn resource_layer(source: &str, map: &BTreeMap<String, String>) -> (Layer, V
                 Some(o) => layer.on_failure = Some(Setting::new(o, rule)),
                 None => problems.push(bad("expected rollback or freeze")),
             },
+            // Read by the executor when it verifies an update, not by policy.
+            "health-url" => {}
             "variant" => match VariantMatch::parse(value) {
                 Some(v) => layer.variant = Some(Setting::new(v, rule)),
                 None => problems.push(bad("expected exact or loose")),
@@ -499,6 +509,31 @@ pub fn resource_layer(source: &str, map: &BTreeMap<String, String>) -> (Layer, V
     (layer, problems)
 }
 
+/// Watchtower's opt-out and monitor-only labels as a policy layer (below our own labels, so
+/// `safe-updater.io/*` still wins): `enable=false` disables updates; `monitor-only=true`
+/// makes every gate `manual` — reported, never applied by itself.
+fn watchtower_layer(labels: &BTreeMap<String, String>) -> Layer {
+    let mut layer = Layer::default();
+    let is = |k: &str, v: &str| {
+        labels
+            .get(k)
+            .is_some_and(|x| x.trim().eq_ignore_ascii_case(v))
+    };
+    if is(WATCHTOWER_ENABLE, "false") {
+        layer.enabled = Some(Setting::new(false, format!("label:{WATCHTOWER_ENABLE}")));
+    }
+    if is(WATCHTOWER_MONITOR_ONLY, "true") {
+        for class in GateClass::ALL {
+            layer.set_gate(
+                class,
+                Gate::Manual,
+                format!("label:{WATCHTOWER_MONITOR_ONLY}"),
+            );
+        }
+    }
+    layer
+}
+
 impl Policy {
     /// Resolves the policy for one asset through the whole hierarchy.
     pub fn resolve(&self, asset: &AssetView<'_>) -> EffectivePolicy {
@@ -513,6 +548,9 @@ impl Policy {
             if matcher.matches(asset) {
                 apply(&mut eff, layer);
             }
+        }
+        if let Some(labels) = asset.labels {
+            apply(&mut eff, &watchtower_layer(labels));
         }
         for (source, map) in [("label", asset.labels), ("annotation", asset.annotations)] {
             if let Some(map) = map {
@@ -599,6 +637,41 @@ mod tests {
         );
         assert_eq!(eff.gate(GateClass::Patch).rule, "default.patch");
         assert_eq!(eff.problems.len(), 1, "{:?}", eff.problems);
+    }
+
+    #[test]
+    fn watchtower_labels_are_honoured_below_ours() {
+        let policy = Policy::default();
+        let labels: BTreeMap<String, String> = [
+            (WATCHTOWER_MONITOR_ONLY.to_owned(), "true".to_owned()),
+            ("safe-updater.io/patch".to_owned(), "auto".to_owned()),
+        ]
+        .into();
+        let view = AssetView {
+            kind: AssetKind::Container,
+            namespace: None,
+            name: "web",
+            labels: Some(&labels),
+            annotations: None,
+        };
+        let eff = policy.resolve(&view);
+        assert_eq!(eff.gate(GateClass::Minor).value, Gate::Manual);
+        assert_eq!(
+            eff.gate(GateClass::Minor).rule,
+            format!("label:{WATCHTOWER_MONITOR_ONLY}")
+        );
+        assert_eq!(
+            eff.gate(GateClass::Patch).value,
+            Gate::Auto,
+            "our own label wins"
+        );
+        let labels: BTreeMap<String, String> =
+            [(WATCHTOWER_ENABLE.to_owned(), "false".to_owned())].into();
+        let view = AssetView {
+            labels: Some(&labels),
+            ..view
+        };
+        assert!(!policy.resolve(&view).enabled.value);
     }
 
     #[test]
