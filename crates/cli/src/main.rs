@@ -75,6 +75,12 @@ enum Command {
     Scan(pipeline::ScanArgs),
     /// Ask registries what newer versions exist for every tracked asset, and decide by policy.
     Check,
+    /// Update one asset (or every asset policy allows) and verify it; roll back on failure.
+    Update(pipeline::UpdateArgs),
+    /// Put an asset back on the version before its last update (or on --to).
+    Rollback(pipeline::RollbackArgs),
+    /// One whole cycle: recover interrupted updates, scan, check, apply what policy allows, verify.
+    Run(pipeline::RunArgs),
     /// Parse an image reference exactly as Docker does and show its parts.
     #[command(name = "parse-ref")]
     ParseRef(offline::ParseRefArgs),
@@ -125,6 +131,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Scan(a) => pipeline::run_scan(&cli.global, &a),
         Command::Check => pipeline::run_check(&cli.global),
+        Command::Update(a) => pipeline::run_update(&cli.global, &a),
+        Command::Rollback(a) => pipeline::run_rollback(&cli.global, &a),
+        Command::Run(a) => pipeline::run_cycle(&cli.global, &a),
         Command::ParseRef(a) => offline::parse_ref(&cli.global, &a),
         Command::Compare(a) => offline::compare(&cli.global, &a),
         Command::Satisfies(a) => offline::satisfies(&cli.global, &a),

@@ -195,3 +195,347 @@ pub fn run_check(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     })
 }
+
+/// Pull credentials for every registry the tracked containers use, resolved the way the
+/// registry client resolves them (config, then Docker's config.json and helpers).
+async fn pull_auth_map(
+    client: &RegistryClient,
+    store: &Store,
+) -> anyhow::Result<std::collections::BTreeMap<String, safe_updater_docker::update::RegistryAuth>> {
+    let mut out = std::collections::BTreeMap::new();
+    let registries: std::collections::BTreeSet<String> = store
+        .list_assets(&safe_updater_store::AssetFilter::default())?
+        .iter()
+        .filter_map(|a| safe_updater_core::reference::ImageRef::parse(&a.image).ok())
+        .map(|r| r.registry().to_owned())
+        .collect();
+    for r in registries {
+        match client.credential_for(&r).await {
+            Ok(c) => {
+                if let Some(auth) = safe_updater_engine::pull_auth(c) {
+                    out.insert(r, auth);
+                }
+            }
+            Err(e) => tracing::warn!(registry = %r, error = %e, "no pull credentials"),
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Run one cycle and exit (the daemon, which repeats it on a schedule, is `watch`).
+    #[arg(long, required = true)]
+    pub once: bool,
+}
+
+pub fn run_cycle(global: &GlobalArgs, _args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let cfg = load_config(global.config.as_deref())?;
+    let env = env_pairs();
+    let specs = engine_specs(&cfg.docker, &env).map_err(|e| Reported(e.to_string()))?;
+    let path = state_path(global, &cfg);
+    let mut store = Store::open(&path)
+        .with_context(|| format!("cannot open the state database {}", path.display()))?;
+    let client_cfg =
+        registry_client_config(&cfg.registries, &env).map_err(|e| Reported(e.to_string()))?;
+    let client = RegistryClient::new(client_cfg).context("cannot set up the registry client")?;
+    let now = Timestamp::now();
+    let cid = correlation_id(now);
+    let table = global.output == OutputFormat::Table;
+    if table {
+        eprintln!(
+            "one cycle: recover, scan, check, apply, verify (health window {})...",
+            humantime::format_duration(cfg.health.window)
+        );
+    }
+    let report = runtime()?.block_on(async {
+        let auth = pull_auth_map(&client, &store).await?;
+        let cycle = Cycle::new(client.clone());
+        safe_updater_engine::run_once(&cfg, &mut store, &cycle, &specs, &auth, now, &actor(), &cid)
+            .await
+            .map_err(anyhow::Error::from)
+    })?;
+    match global.output {
+        OutputFormat::Json => output::json(&report)?,
+        OutputFormat::Table => {
+            for r in &report.recovered {
+                println!(
+                    "recovered update #{} of {}: {}",
+                    r.update_id, r.asset_id, r.detail
+                );
+            }
+            let held = report
+                .check
+                .checks
+                .iter()
+                .filter_map(|c| c.evaluation.as_ref().map(|e| (c, e)))
+                .flat_map(|(c, e)| {
+                    e.candidates
+                        .iter()
+                        .filter(|x| {
+                            matches!(
+                                x.decision.as_str(),
+                                "pending_review" | "manual_approval" | "defer"
+                            )
+                        })
+                        .map(move |x| {
+                            vec![
+                                c.asset_id.clone(),
+                                e.current.clone(),
+                                x.tag.clone(),
+                                x.decision.as_str().to_owned(),
+                                x.reason.clone(),
+                            ]
+                        })
+                })
+                .collect::<Vec<_>>();
+            if report.applied.is_empty() {
+                println!("nothing to apply");
+            } else {
+                let rows = report
+                    .applied
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            a.asset_id.clone(),
+                            a.from.clone(),
+                            a.to.clone(),
+                            a.status.clone(),
+                            a.detail.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    output::table(&["ASSET", "FROM", "TO", "RESULT", "DETAIL"], rows)
+                );
+            }
+            if !held.is_empty() {
+                println!("\nheld back:");
+                println!(
+                    "{}",
+                    output::table(
+                        &["ASSET", "CURRENT", "CANDIDATE", "DECISION", "REASON"],
+                        held
+                    )
+                );
+            }
+        }
+    }
+    let bad = report.applied.iter().any(|a| a.status != "succeeded")
+        || report.scan.failed_engines() > 0
+        || report.check.errors() > 0;
+    Ok(if bad {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The asset to update (see `list-assets`); all tracked assets when omitted.
+    pub asset: Option<String>,
+    /// Move to this tag: an operator's explicit choice, recorded as an approval.
+    #[arg(long, requires = "asset")]
+    pub to: Option<String>,
+    /// Show what would be done, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+pub fn run_update(global: &GlobalArgs, args: &UpdateArgs) -> anyhow::Result<ExitCode> {
+    let cfg = load_config(global.config.as_deref())?;
+    let env = env_pairs();
+    let specs = engine_specs(&cfg.docker, &env).map_err(|e| Reported(e.to_string()))?;
+    let path = state_path(global, &cfg);
+    if !path.exists() {
+        return Err(Reported(format!(
+            "no state database at {}; run `safe-updater scan` first",
+            path.display()
+        ))
+        .into());
+    }
+    let mut store = Store::open(&path)
+        .with_context(|| format!("cannot open the state database {}", path.display()))?;
+    let client_cfg =
+        registry_client_config(&cfg.registries, &env).map_err(|e| Reported(e.to_string()))?;
+    let client = RegistryClient::new(client_cfg).context("cannot set up the registry client")?;
+    let now = Timestamp::now();
+    let cid = correlation_id(now);
+    let who = actor();
+    let rt = runtime()?;
+    // The plan: an explicit --to, or what policy allows now.
+    let mut plan: Vec<(String, String)> = Vec::new();
+    if let (Some(asset), Some(to)) = (&args.asset, &args.to) {
+        plan.push((asset.clone(), to.clone()));
+    } else {
+        let report = rt.block_on(async {
+            let cycle = Cycle::new(client.clone());
+            check(&cfg, &mut store, &cycle, now, &who, &cid).await
+        })?;
+        for c in &report.checks {
+            if args.asset.as_ref().is_some_and(|a| a != &c.asset_id) {
+                continue;
+            }
+            if let Some(e) = &c.evaluation
+                && let Some(t) = &e.act_on
+                && e.candidates
+                    .iter()
+                    .any(|x| &x.tag == t && x.decision.as_str() == "approve")
+            {
+                plan.push((c.asset_id.clone(), t.clone()));
+            }
+        }
+    }
+    if args.dry_run {
+        match global.output {
+            OutputFormat::Json => output::json(
+                &plan
+                    .iter()
+                    .map(|(a, t)| serde_json::json!({"asset_id": a, "to": t}))
+                    .collect::<Vec<_>>(),
+            )?,
+            OutputFormat::Table if plan.is_empty() => println!("nothing to update"),
+            OutputFormat::Table => {
+                println!(
+                    "{}",
+                    output::table(
+                        &["ASSET", "TO"],
+                        plan.iter()
+                            .map(|(a, t)| vec![a.clone(), t.clone()])
+                            .collect()
+                    )
+                );
+                println!("(dry run: nothing changed)");
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut outcomes = Vec::new();
+    for (asset, to) in &plan {
+        if args.to.is_some() {
+            store.record_approval(&safe_updater_store::Approval {
+                asset_id: asset.clone(),
+                candidate: to.clone(),
+                verdict: safe_updater_store::Verdict::Approved,
+                operator: who.clone(),
+                reason: Some("update --to".into()),
+                at: now,
+            })?;
+        }
+        if global.output == OutputFormat::Table {
+            eprintln!(
+                "updating {asset} to {to} (verifying for {})...",
+                humantime::format_duration(cfg.health.window)
+            );
+        }
+        let outcome = rt.block_on(async {
+            let auth = pull_auth_map(&client, &store).await?;
+            safe_updater_engine::apply_one(&cfg, &mut store, &specs, asset, to, &auth, &who, &cid)
+                .await
+                .map_err(anyhow::Error::from)
+        })?;
+        outcomes.push(outcome);
+    }
+    print_outcomes(global, &outcomes)?;
+    Ok(if outcomes.iter().all(|o| o.status == "succeeded") {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn print_outcomes(
+    global: &GlobalArgs,
+    outcomes: &[safe_updater_engine::ApplyOutcome],
+) -> anyhow::Result<()> {
+    match global.output {
+        OutputFormat::Json => output::json(&outcomes)?,
+        OutputFormat::Table if outcomes.is_empty() => println!("nothing to update"),
+        OutputFormat::Table => {
+            let rows = outcomes
+                .iter()
+                .map(|a| {
+                    vec![
+                        a.asset_id.clone(),
+                        a.from.clone(),
+                        a.to.clone(),
+                        a.status.clone(),
+                        a.detail.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            println!(
+                "{}",
+                output::table(&["ASSET", "FROM", "TO", "RESULT", "DETAIL"], rows)
+            );
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The asset to roll back (see `list-assets`).
+    pub asset: String,
+    /// Go to this tag instead of the version the last successful update replaced.
+    #[arg(long)]
+    pub to: Option<String>,
+}
+
+pub fn run_rollback(global: &GlobalArgs, args: &RollbackArgs) -> anyhow::Result<ExitCode> {
+    let cfg = load_config(global.config.as_deref())?;
+    let env = env_pairs();
+    let specs = engine_specs(&cfg.docker, &env).map_err(|e| Reported(e.to_string()))?;
+    let path = state_path(global, &cfg);
+    if !path.exists() {
+        return Err(Reported(format!(
+            "no state database at {}; run `safe-updater scan` first",
+            path.display()
+        ))
+        .into());
+    }
+    let mut store = Store::open(&path)
+        .with_context(|| format!("cannot open the state database {}", path.display()))?;
+    let target = match &args.to {
+        Some(t) => t.clone(),
+        None => safe_updater_engine::previous_version(&store, &args.asset)?.ok_or_else(|| {
+            Reported(format!(
+                "{} has no successful update to roll back; give the version with --to",
+                args.asset
+            ))
+        })?,
+    };
+    let client_cfg =
+        registry_client_config(&cfg.registries, &env).map_err(|e| Reported(e.to_string()))?;
+    let client = RegistryClient::new(client_cfg).context("cannot set up the registry client")?;
+    let now = Timestamp::now();
+    let cid = correlation_id(now);
+    let who = actor();
+    if global.output == OutputFormat::Table {
+        eprintln!("rolling {} back to {target}...", args.asset);
+    }
+    let outcome = runtime()?.block_on(async {
+        let auth = pull_auth_map(&client, &store).await?;
+        safe_updater_engine::apply_one(
+            &cfg,
+            &mut store,
+            &specs,
+            &args.asset,
+            &target,
+            &auth,
+            &who,
+            &cid,
+        )
+        .await
+        .map_err(anyhow::Error::from)
+    })?;
+    let ok = outcome.status == "succeeded";
+    print_outcomes(global, std::slice::from_ref(&outcome))?;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

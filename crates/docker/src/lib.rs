@@ -15,13 +15,22 @@ pub mod discover;
 pub mod engine;
 pub mod error;
 pub mod extra;
+pub mod health;
 pub mod mapping;
+pub mod update;
 
 pub use discover::{DiscoverOptions, EngineScan, discover};
 pub use engine::{ConnectOptions, DEFAULT_ENGINE_NAME, DEFAULT_HOST, Engine, EngineSpec, TlsPaths};
 pub use error::{DockerError, MappingError, Step};
 pub use extra::{ComposeDependency, ContainerExtra, Platform, PortMapping};
+pub use health::{
+    Backoff, Check, ExecCheck, HealthReport, HttpCheck, Monitor, Observation, TcpCheck, monitor,
+};
 pub use mapping::container_asset;
+pub use update::{
+    ContainerSnapshot, NewState, OldState, Phase, RegistryAuth, UpdateCause, UpdateError,
+    UpdateState, UpdateStep,
+};
 
 /// The bollard version this crate talks through, re-exported so callers and tests use the same
 /// types (`bollard::models`, `bollard::query_parameters`).

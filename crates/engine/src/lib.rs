@@ -8,11 +8,18 @@
 //! Executing updates and verifying them come later and will live here too, behind the same
 //! store records (snapshot first, then change).
 
+mod apply;
 mod check;
+mod run;
 mod scan;
 mod settings;
 
+pub use apply::{ApplyOutcome, ApplySettings, Recovery, apply, pull_auth, recover};
 pub use check::{AssetCheck, CheckReport, check};
+pub use run::{
+    RunReport, WATCHTOWER_DEPENDS_ON, apply_one, connect_all, dependency_order, previous_version,
+    run_once,
+};
 pub use scan::{EngineOutcome, ScanReport, scan};
 pub use settings::{SettingsError, engine_specs, registry_client_config};
 
@@ -24,4 +31,6 @@ pub enum EngineError {
     Store(#[from] safe_updater_store::StoreError),
     #[error(transparent)]
     Settings(#[from] SettingsError),
+    #[error("cannot record the container snapshot: {0}")]
+    Snapshot(String),
 }

@@ -719,6 +719,36 @@ impl RegistryClient {
         }
     }
 
+    /// The credential this client would present to `registry` (its configuration first, then
+    /// Docker's `config.json` and credential helpers), or `None` for anonymous access — for
+    /// handing to a Docker engine that must pull from the same registry.
+    pub async fn credential_for(
+        &self,
+        registry: &str,
+    ) -> Result<Option<Credential>, RegistryError> {
+        let config = &self.inner.config;
+        let settings = LookupSettings {
+            config_credentials: &config.credentials,
+            docker_config: self.inner.docker_config.as_deref(),
+            helper_path: config.credential_helper_path.as_ref(),
+            helper_timeout: config.credential_helper_timeout,
+        };
+        credentials::resolve(registry, &settings)
+            .await
+            .map(|r| r.credential)
+            .map_err(|e| {
+                RegistryError::new(
+                    registry,
+                    "",
+                    Step::Credentials,
+                    ErrorKind::CredentialLookup {
+                        from: e.source,
+                        detail: e.detail,
+                    },
+                )
+            })
+    }
+
     async fn credentials(&self, ctx: &Ctx<'_>) -> Result<ResolvedCredential, RegistryError> {
         let mut cached = ctx.st.credentials.lock().await;
         if let Some(resolved) = cached.as_ref() {

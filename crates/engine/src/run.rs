@@ -1,0 +1,354 @@
+//! One whole cycle: recover what a crash interrupted, scan, check, apply what policy allows (in
+//! dependency order), verify.
+
+use std::collections::{BTreeMap, HashMap};
+
+use jiff::Timestamp;
+use safe_updater_core::asset::{Asset, AssetKind};
+use safe_updater_core::config::Config;
+use safe_updater_core::decide::Verdict;
+use safe_updater_core::policy::AssetView;
+use safe_updater_docker::update::RegistryAuth;
+use safe_updater_docker::{ConnectOptions, ContainerExtra, Engine, EngineSpec};
+use safe_updater_registry::{Cycle, RegistryApi};
+use safe_updater_store::Store;
+use serde::Serialize;
+
+use crate::apply::{ApplyOutcome, ApplySettings, Recovery, apply, recover};
+use crate::{CheckReport, EngineError, ScanReport, check, scan};
+
+/// Watchtower's dependency label: container names this one depends on, comma-separated.
+pub const WATCHTOWER_DEPENDS_ON: &str = "com.centurylinklabs.watchtower.depends-on";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub recovered: Vec<Recovery>,
+    pub scan: ScanReport,
+    pub check: CheckReport,
+    pub applied: Vec<ApplyOutcome>,
+}
+
+/// Connects to every engine that answers; the others are left to `scan` to report.
+pub async fn connect_all(specs: &[EngineSpec]) -> Vec<Engine> {
+    let mut engines = Vec::new();
+    for spec in specs {
+        match Engine::connect(spec, ConnectOptions::default()).await {
+            Ok(e) => engines.push(e),
+            Err(e) => tracing::warn!(engine = %spec.name, error = %e, "engine not reachable"),
+        }
+    }
+    engines
+}
+
+/// Orders assets so that what others depend on is updated first (compose `depends_on` within
+/// a project, Watchtower's `depends-on` label by container name). Cycles and unknown names
+/// keep the given order for what they involve.
+pub fn dependency_order(assets: &[Asset]) -> Vec<usize> {
+    let key_of = |a: &Asset| -> Vec<String> {
+        let mut keys = vec![format!("name:{}/{}", a.location, a.name)];
+        if let Ok(x) = ContainerExtra::from_asset(a)
+            && let Some(service) = x.compose_service
+        {
+            keys.push(format!(
+                "svc:{}/{}/{service}",
+                a.location,
+                a.namespace.clone().unwrap_or_default()
+            ));
+        }
+        keys
+    };
+    let deps_of = |a: &Asset| -> Vec<String> {
+        let mut deps = Vec::new();
+        if let Some(list) = a.labels.get(WATCHTOWER_DEPENDS_ON) {
+            deps.extend(
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|n| format!("name:{}/{}", a.location, n.trim_start_matches('/'))),
+            );
+        }
+        if let Ok(x) = ContainerExtra::from_asset(a) {
+            let project = a.namespace.clone().unwrap_or_default();
+            deps.extend(
+                x.compose_depends_on
+                    .iter()
+                    .map(|d| format!("svc:{}/{project}/{}", a.location, d.service)),
+            );
+        }
+        deps
+    };
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for (i, a) in assets.iter().enumerate() {
+        for k in key_of(a) {
+            index.insert(k, i);
+        }
+    }
+    // Kahn's algorithm, always taking the lowest remaining index so the order is stable.
+    let mut indegree = vec![0usize; assets.len()];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); assets.len()];
+    for (i, a) in assets.iter().enumerate() {
+        for d in deps_of(a) {
+            if let Some(&j) = index.get(&d)
+                && j != i
+            {
+                indegree[i] += 1;
+                dependents[j].push(i);
+            }
+        }
+    }
+    let mut ready: std::collections::BTreeSet<usize> =
+        (0..assets.len()).filter(|&i| indegree[i] == 0).collect();
+    let mut order = Vec::with_capacity(assets.len());
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &d in &dependents[i] {
+            indegree[d] -= 1;
+            if indegree[d] == 0 {
+                ready.insert(d);
+            }
+        }
+    }
+    // What a cycle left behind, in the given order.
+    for i in 0..assets.len() {
+        if !order.contains(&i) {
+            order.push(i);
+        }
+    }
+    order
+}
+
+/// One cycle. `auth` holds the pull credentials per registry host.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_once<R: RegistryApi>(
+    config: &Config,
+    store: &mut Store,
+    cycle: &Cycle<R>,
+    specs: &[EngineSpec],
+    auth: &BTreeMap<String, RegistryAuth>,
+    now: Timestamp,
+    actor: &str,
+    correlation_id: &str,
+) -> Result<RunReport, EngineError> {
+    let engines = connect_all(specs).await;
+    let recovered = recover(store, &engines, actor).await?;
+    let scan_report = scan(store, specs, config.docker.include_stopped, now, actor).await?;
+    let check_report = check(config, store, cycle, now, actor, correlation_id).await?;
+
+    let mut todo: Vec<(Asset, String)> = Vec::new();
+    for c in &check_report.checks {
+        let Some(e) = &c.evaluation else { continue };
+        let Some(target) = &e.act_on else { continue };
+        let approved = e
+            .candidates
+            .iter()
+            .any(|cand| &cand.tag == target && cand.decision == Verdict::Approve);
+        if !approved {
+            continue;
+        }
+        if let Some(asset) = store.get_asset(&c.asset_id)?
+            && asset.kind == AssetKind::Container
+        {
+            todo.push((asset, target.clone()));
+        }
+    }
+    let assets: Vec<Asset> = todo.iter().map(|(a, _)| a.clone()).collect();
+    let mut applied = Vec::new();
+    for i in dependency_order(&assets) {
+        let (asset, target) = &todo[i];
+        let Some(engine) = engines.iter().find(|e| e.name() == asset.location) else {
+            continue;
+        };
+        let view = AssetView {
+            kind: asset.kind,
+            namespace: asset.namespace.as_deref(),
+            name: &asset.name,
+            labels: Some(&asset.labels),
+            annotations: Some(&asset.annotations),
+        };
+        let policy = config.policy.resolve(&view);
+        let registry = safe_updater_core::reference::ImageRef::parse(&asset.image)
+            .map(|r| r.registry().to_owned())
+            .unwrap_or_default();
+        let settings = ApplySettings {
+            health: &config.health,
+            on_failure: policy.on_failure.value,
+            actor,
+            correlation_id,
+        };
+        applied.push(
+            apply(
+                store,
+                engine,
+                asset,
+                target,
+                auth.get(&registry).cloned(),
+                &settings,
+            )
+            .await?,
+        );
+    }
+    Ok(RunReport {
+        recovered,
+        scan: scan_report,
+        check: check_report,
+        applied,
+    })
+}
+
+/// Applies one update an operator asked for (`update --to`, `rollback`): the operator's choice
+/// is the approval, so no gate is consulted; windows and cooldowns are for automatic updates.
+#[allow(clippy::too_many_arguments)]
+pub async fn apply_one(
+    config: &Config,
+    store: &mut Store,
+    specs: &[EngineSpec],
+    asset_id: &str,
+    target_tag: &str,
+    auth: &BTreeMap<String, RegistryAuth>,
+    actor: &str,
+    correlation_id: &str,
+) -> Result<ApplyOutcome, EngineError> {
+    let not_started = |detail: String| ApplyOutcome {
+        asset_id: asset_id.to_owned(),
+        from: String::new(),
+        to: target_tag.to_owned(),
+        update_id: None,
+        status: "not_started".into(),
+        detail: Some(detail),
+    };
+    let Some(asset) = store.get_asset(asset_id)? else {
+        return Ok(not_started(format!(
+            "no tracked asset {asset_id}; see `safe-updater list-assets`"
+        )));
+    };
+    if asset.kind != AssetKind::Container {
+        return Ok(not_started(format!(
+            "{asset_id} is a {}; only containers can be updated yet",
+            asset.kind
+        )));
+    }
+    let Some(spec) = specs.iter().find(|s| s.name == asset.location) else {
+        return Ok(not_started(format!(
+            "engine {} is not configured",
+            asset.location
+        )));
+    };
+    let engine = match Engine::connect(spec, ConnectOptions::default()).await {
+        Ok(e) => e,
+        Err(e) => return Ok(not_started(e.to_string())),
+    };
+    recover(store, std::slice::from_ref(&engine), actor).await?;
+    let view = AssetView {
+        kind: asset.kind,
+        namespace: asset.namespace.as_deref(),
+        name: &asset.name,
+        labels: Some(&asset.labels),
+        annotations: Some(&asset.annotations),
+    };
+    let policy = config.policy.resolve(&view);
+    let registry = safe_updater_core::reference::ImageRef::parse(&asset.image)
+        .map(|r| r.registry().to_owned())
+        .unwrap_or_default();
+    let settings = ApplySettings {
+        health: &config.health,
+        on_failure: policy.on_failure.value,
+        actor,
+        correlation_id,
+    };
+    apply(
+        store,
+        &engine,
+        &asset,
+        target_tag,
+        auth.get(&registry).cloned(),
+        &settings,
+    )
+    .await
+}
+
+/// The version to roll back to: what the last successful update replaced.
+pub fn previous_version(store: &Store, asset_id: &str) -> Result<Option<String>, EngineError> {
+    let last = store
+        .history(Some(asset_id), 50)?
+        .into_iter()
+        .find(|u| u.status == safe_updater_store::UpdateStatus::Succeeded);
+    Ok(last.and_then(|u| {
+        safe_updater_core::reference::ImageRef::parse(&u.from_ref)
+            .ok()?
+            .tag()
+            .map(str::to_owned)
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn asset(
+        name: &str,
+        project: Option<&str>,
+        service: Option<&str>,
+        depends: &[&str],
+        wt: Option<&str>,
+    ) -> Asset {
+        let mut labels = BTreeMap::new();
+        if let Some(w) = wt {
+            labels.insert(WATCHTOWER_DEPENDS_ON.to_owned(), w.to_owned());
+        }
+        let now: Timestamp = "2026-11-22T12:00:00Z".parse().expect("ts");
+        Asset {
+            id: format!("docker/local/{name}"),
+            kind: AssetKind::Container,
+            location: "local".into(),
+            namespace: project.map(str::to_owned),
+            name: name.into(),
+            container: None,
+            image: "x:1".into(),
+            digest: None,
+            labels,
+            annotations: BTreeMap::new(),
+            first_seen: now,
+            last_seen: now,
+            extra: serde_json::json!({
+                "container_id": name, "image_id": "i", "repo_digests": [], "state": "running", "ports": [],
+                "compose_service": service,
+                "compose_depends_on": depends.iter().map(|d| serde_json::json!({"service": d})).collect::<Vec<_>>(),
+            }),
+        }
+    }
+
+    #[test]
+    fn dependencies_come_first() {
+        let assets = vec![
+            asset("app-web-1", Some("app"), Some("web"), &["api"], None),
+            asset("app-api-1", Some("app"), Some("api"), &["db"], None),
+            asset("app-db-1", Some("app"), Some("db"), &[], None),
+            asset("proxy", None, None, &[], Some("app-web-1")),
+            asset("other-db-1", Some("other"), Some("db"), &[], None),
+        ];
+        let order: Vec<&str> = dependency_order(&assets)
+            .into_iter()
+            .map(|i| assets[i].name.as_str())
+            .collect();
+        assert_eq!(
+            order,
+            ["app-db-1", "app-api-1", "app-web-1", "proxy", "other-db-1"]
+        );
+    }
+
+    #[test]
+    fn cycles_keep_the_given_order() {
+        let assets = vec![
+            asset("a", None, None, &[], Some("b")),
+            asset("b", None, None, &[], Some("a")),
+            asset("c", None, None, &[], None),
+        ];
+        let order: Vec<&str> = dependency_order(&assets)
+            .into_iter()
+            .map(|i| assets[i].name.as_str())
+            .collect();
+        assert_eq!(order, ["c", "a", "b"]);
+    }
+}
