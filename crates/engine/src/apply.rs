@@ -188,6 +188,7 @@ pub async fn apply(
             jiff::Timestamp::now(),
             s.actor,
         )?;
+        record_new_image(store, asset, &target)?;
         outcome.status = "succeeded".into();
         return Ok(outcome);
     }
@@ -214,11 +215,23 @@ pub async fn apply(
                 jiff::Timestamp::now(),
                 s.actor,
             )?;
+            record_new_image(store, asset, &target)?;
             outcome.status = "frozen".into();
             outcome.detail = Some(why);
             Ok(outcome)
         }
     }
+}
+
+/// The inventory follows the host at once, so that the next decision (or a rollback) starts
+/// from what runs; the digest is learnt at the next scan.
+fn record_new_image(store: &mut Store, asset: &Asset, image: &str) -> Result<(), EngineError> {
+    let mut updated = asset.clone();
+    updated.image = image.to_owned();
+    updated.digest = None;
+    updated.last_seen = jiff::Timestamp::now();
+    store.upsert_assets(&[updated])?;
+    Ok(())
 }
 
 fn finish_rolled_back(
