@@ -178,3 +178,110 @@ fn an_engine_that_is_down_is_reported_and_the_others_are_still_scanned() {
     assert_eq!(code, 0);
     assert_eq!(assets.as_array().map(Vec::len), Some(1), "{assets}");
 }
+
+#[test]
+fn run_once_applies_the_patch_rolls_back_the_bad_build_and_holds_the_major() {
+    let registry = env_var("SAFE_UPDATER_E2E_REGISTRY_OPEN");
+    let good = unique("run-good");
+    let bad = unique("run-bad");
+    let major = unique("run-major");
+    let _guard = Containers(vec![
+        good.clone(),
+        bad.clone(),
+        major.clone(),
+        format!("{bad}.su-old"),
+        format!("{good}.su-old"),
+    ]);
+    for tag in ["1.0.0-alpine", "1.0.0", "1.1.0"] {
+        docker(&["pull", "-q", &format!("{registry}/demo/web:{tag}")]);
+    }
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &good,
+        &format!("{registry}/demo/web:1.0.0-alpine"),
+    ]);
+    let bad_id = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &bad,
+        "-e",
+        "GREETING=hello",
+        "--restart",
+        "unless-stopped",
+        &format!("{registry}/demo/web:1.0.0"),
+    ]);
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &major,
+        &format!("{registry}/demo/web:1.1.0"),
+    ]);
+
+    let dir = TempDir::new().expect("tempdir");
+    // Other containers on the shared engine are left alone: updates are disabled for all but
+    // this test's own.
+    let config = format!(
+        "{}health:\n  window: 8s\n  interval: 1s\n  failure_threshold: 2\npolicy:\n  enabled: false\nresources:\n  - match: {{ name: \"su-e2e-run-*-{}-*\" }}\n    policy: {{ enabled: true }}\n",
+        engine_config(""),
+        std::process::id()
+    );
+    let (_, run1, stderr) = safe_updater(&dir, &config, &["run", "--once"]);
+    let applied = |run: &Value, name: &str| -> Option<Value> {
+        run["applied"].as_array().and_then(|a| {
+            a.iter()
+                .find(|x| x["asset_id"] == format!("docker/local/{name}"))
+                .cloned()
+        })
+    };
+    let g = applied(&run1, &good).unwrap_or_else(|| panic!("{good} not updated: {run1} {stderr}"));
+    assert_eq!(g["status"], "succeeded", "{g}");
+    assert!(
+        g["to"].as_str().unwrap_or("").ends_with(":1.0.1-alpine"),
+        "{g}"
+    );
+    let b = applied(&run1, &bad).unwrap_or_else(|| panic!("{bad} not tried: {run1}"));
+    assert_eq!(b["status"], "rolled_back", "{b}");
+    assert!(b["to"].as_str().unwrap_or("").ends_with(":1.0.2"), "{b}");
+    assert!(
+        applied(&run1, &major).is_none(),
+        "the major is held: {run1}"
+    );
+
+    // The bad build's container is back exactly: same id, running, same configuration.
+    let now = docker(&[
+        "inspect",
+        "--format",
+        "{{.Id}} {{.State.Running}} {{.HostConfig.RestartPolicy.Name}}",
+        &bad,
+    ]);
+    assert_eq!(now, format!("{bad_id} true unless-stopped"));
+    assert!(
+        docker(&["inspect", "--format", "{{json .Config.Env}}", &bad]).contains("GREETING=hello")
+    );
+    assert!(
+        docker(&["inspect", "--format", "{{.Config.Image}}", &good]).ends_with(":1.0.1-alpine")
+    );
+
+    // The next cycle does not retry 1.0.2; it takes 1.0.1.
+    let (_, run2, _) = safe_updater(&dir, &config, &["run", "--once"]);
+    let b2 = applied(&run2, &bad)
+        .unwrap_or_else(|| panic!("{bad} not updated in the second cycle: {run2}"));
+    assert_eq!(b2["status"], "succeeded", "{b2}");
+    assert!(b2["to"].as_str().unwrap_or("").ends_with(":1.0.1"), "{b2}");
+
+    // History and audit tell the story, and the trail verifies.
+    let (_, history, _) = safe_updater(&dir, &config, &["history", &format!("docker/local/{bad}")]);
+    let statuses: Vec<&str> = history
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|u| u["status"].as_str())
+        .collect();
+    assert_eq!(statuses, ["succeeded", "rolled_back"], "{history}");
+    let (code, verify, _) = safe_updater(&dir, &config, &["audit", "verify"]);
+    assert_eq!(code, 0, "{verify}");
+}
