@@ -403,7 +403,7 @@ pub const RESOURCE_KEYS: &[(&str, &str)] = &[
     ("variant", "`exact` or `loose` matching of tag variants"),
     (
         "health-url",
-        "HTTP health check after an update, e.g. `http://{ip}:8080/health`",
+        "HTTP health check after an update, e.g. `http://{container_ip}:8080/health`",
     ),
 ];
 
