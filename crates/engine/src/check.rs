@@ -54,6 +54,9 @@ impl CheckReport {
     }
 }
 
+/// Per tag of a repository: when it was first seen, and when its current digest was.
+type SeenTags = HashMap<String, (Timestamp, Timestamp)>;
+
 fn repo_key(image: &ImageRef) -> String {
     format!("{}/{}", image.registry(), image.repository())
 }
@@ -90,12 +93,11 @@ pub async fn check<R: RegistryApi>(
     for (_, r) in &parsed {
         repos.entry(repo_key(r)).or_insert_with(|| r.clone());
     }
-    let listings: HashMap<String, Result<Arc<[String]>, RegistryError>> =
-        stream::iter(repos.into_iter())
-            .map(|(key, image)| async move { (key, cycle.tags(&image).await) })
-            .buffer_unordered(PARALLEL)
-            .collect()
-            .await;
+    let listings: HashMap<String, Result<Arc<[String]>, RegistryError>> = stream::iter(repos)
+        .map(|(key, image)| async move { (key, cycle.tags(&image).await) })
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
 
     // One HEAD per (repository, tag) that an asset runs with a known digest: digest drift.
     let heads: HashMap<(String, String), Result<String, RegistryError>> = stream::iter(
@@ -115,8 +117,7 @@ pub async fn check<R: RegistryApi>(
     .await;
 
     // Remember when each tag was first seen: the cooldown reads it.
-    let mut first_seen: HashMap<String, HashMap<String, (Timestamp, Option<String>, Timestamp)>> =
-        HashMap::new();
+    let mut first_seen: HashMap<String, SeenTags> = HashMap::new();
     for (key, listing) in &listings {
         let Ok(tags) = listing else { continue };
         let inputs: Vec<ObservedTagInput> = tags
@@ -130,7 +131,7 @@ pub async fn check<R: RegistryApi>(
         let seen = store
             .observed_tags(key)?
             .into_iter()
-            .map(|o| (o.tag, (o.first_seen, o.digest, o.digest_first_seen)))
+            .map(|o| (o.tag, (o.first_seen, o.digest_first_seen)))
             .collect();
         first_seen.insert(key.clone(), seen);
     }
@@ -167,7 +168,7 @@ pub async fn check<R: RegistryApi>(
             facts.digest = Some(DigestDrift {
                 running: running.clone(),
                 latest: latest.clone(),
-                first_seen: seen.and_then(|s| s.get(&current)).map(|x| x.2),
+                first_seen: seen.and_then(|s| s.get(&current)).map(|x| x.1),
             });
         }
         let view = AssetView {

@@ -89,16 +89,19 @@ pub fn registry_client_config(
             Credential::basic(c.username.clone(), secret),
         );
     }
-    let mut cfg = ClientConfig::default();
-    cfg.credentials = credentials;
-    if let Some(p) = &reg.docker_config {
-        cfg.docker_config = DockerConfigLocation::Path(PathBuf::from(p));
-    }
-    cfg.insecure_registries = reg.insecure.clone();
-    cfg.allow = reg.allow.clone();
-    cfg.deny = reg.deny.clone();
-    cfg.request_timeout = reg.timeout;
-    cfg.max_concurrent_requests_per_registry = reg.max_concurrency;
+    let mut cfg = ClientConfig {
+        credentials,
+        docker_config: match &reg.docker_config {
+            Some(p) => DockerConfigLocation::Path(PathBuf::from(p)),
+            None => DockerConfigLocation::FromEnvironment,
+        },
+        insecure_registries: reg.insecure.clone(),
+        allow: reg.allow.clone(),
+        deny: reg.deny.clone(),
+        request_timeout: reg.timeout,
+        max_concurrent_requests_per_registry: reg.max_concurrency,
+        ..ClientConfig::default()
+    };
     cfg.retry.max_attempts = reg.attempts;
     Ok(cfg)
 }
