@@ -48,12 +48,31 @@ pub struct AnalyzedTags {
 
 impl AnalyzedTags {
     pub fn new<'a>(tags: impl IntoIterator<Item = &'a Available>, scheme: &Scheme) -> AnalyzedTags {
-        let mut versions = Vec::new();
+        let mut versions: Vec<(TagVersion, Option<Timestamp>)> = Vec::new();
         let mut not_versions = 0;
+        // A tag listed twice is one tag, first seen at its earliest known sighting; otherwise
+        // it could be proposed twice, once cooling down and once not.
+        let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for a in tags {
+            if let Some(&i) = seen.get(a.tag.as_str()) {
+                let earliest = match (versions.get(i).and_then(|v| v.1), a.first_seen) {
+                    (Some(x), Some(y)) => Some(x.min(y)),
+                    (x, y) => x.or(y),
+                };
+                if let Some(v) = versions.get_mut(i) {
+                    v.1 = earliest;
+                }
+                continue;
+            }
             match analyze(&a.tag, scheme) {
-                Tag::Version(v) => versions.push((v, a.first_seen)),
-                Tag::NotVersion { .. } => not_versions += 1,
+                Tag::Version(v) => {
+                    seen.insert(a.tag.as_str(), versions.len());
+                    versions.push((v, a.first_seen));
+                }
+                Tag::NotVersion { .. } => {
+                    seen.insert(a.tag.as_str(), usize::MAX);
+                    not_versions += 1;
+                }
             }
         }
         // Number the families, and the loosened ones once per distinct family.

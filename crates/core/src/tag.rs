@@ -463,7 +463,12 @@ fn date_kind(parts: &[u64], first_len: usize) -> Option<(Kind, Vec<u64>)> {
         (1970..=2100).contains(&y) && (1..=12).contains(&m) && (1..=31).contains(&d)
     };
     match parts {
-        [y, m, d] if first_len == 4 && valid(*y, *m, *d) => Some((Kind::Date, vec![*y, *m, *d])),
+        // Calendar versions (`2024.1.0`, Home Assistant's `2024.12.31`...) are read by shape
+        // alone: checking month and day would put `2024.1.0` and `2024.1.1` in different
+        // families and never offer one for the other.
+        [y, m, d] if first_len == 4 && (1970..=2100).contains(y) => {
+            Some((Kind::Date, vec![*y, *m, *d]))
+        }
         [n] if first_len == 8 => {
             let (y, m, d) = (n / 10_000, (n / 100) % 100, n % 100);
             valid(y, m, d).then(|| (Kind::CompactDate, vec![y, m, d]))

@@ -561,7 +561,6 @@ proptest! {
     /// suite stays green until `tag.rs` decides how calendar versions are read; run with
     /// `cargo test -p safe-updater-core --test properties -- --ignored`.
     #[test]
-    #[ignore = "known bug: 2024.1.0 and 2024.1.1 are read as different families (tag.rs date_kind)"]
     fn bumping_the_last_number_stays_in_the_family(spec in spec()) {
         let (a, b) = (must_version(&spec)?, must_version(&spec.bumped())?);
         prop_assert_eq!(&a.family, &b.family, "{} -> {}", a.raw, b.raw);
@@ -585,23 +584,18 @@ proptest! {
 
 #[test]
 fn calendar_versions_stay_in_one_family_example() {
-    // The concrete example behind the ignored property above, kept as a plain assertion of
-    // today's behaviour so a fix in tag.rs shows up here as a deliberate change.
+    // The concrete case the property above found: calendar versions whose last number starts
+    // at 0 (Home Assistant's 2024.1.0) must be offered the next one.
     let a = version_of("2024.1.0").expect("version");
     let b = version_of("2024.1.1").expect("version");
-    assert_eq!(a.family.kind, Kind::Numeric);
-    assert_eq!(b.family.kind, Kind::Date);
+    assert_eq!(a.family, b.family);
     let e = evaluate(
         &policy::defaults(),
         &facts("2024.1.0"),
         &avail(&["2024.1.1"]),
         now(),
     );
-    assert!(
-        e.candidates.is_empty(),
-        "today 2024.1.0 is never offered 2024.1.1; if this fails the bug was fixed: un-ignore \
-         bumping_the_last_number_stays_in_the_family and update this test"
-    );
+    assert_eq!(e.act_on.as_deref(), Some("2024.1.1"), "{e:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -811,7 +805,6 @@ proptest! {
 /// `defer` and `approve` for `0`. Minimal input: current `0-rc.0`, tags `0` (first seen
 /// unknown) and `0` (first seen 1 h ago), `min_age` 1 h.
 #[test]
-#[ignore = "known bug: a tag listed twice with different first sightings is proposed twice"]
 fn a_tag_listed_twice_is_proposed_once() {
     let mut policy = policy::defaults();
     policy.min_age.value = Duration::from_secs(3600);
