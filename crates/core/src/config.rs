@@ -623,7 +623,7 @@ fn compile_layer(
             format!("{base}.{f}")
         }
     };
-    let rule_of = |f: &str| format!("{rule}.{f}");
+    let rule_of = |f: &str| -> crate::policy::Rule { format!("{rule}.{f}").into() };
     if let Some(e) = raw.enabled {
         layer.enabled = Some(Setting {
             value: e,
@@ -1342,14 +1342,14 @@ resources:
         assert_eq!(
             (
                 dev.gate(GateClass::Minor).value,
-                dev.gate(GateClass::Minor).rule.as_str()
+                dev.gate(GateClass::Minor).rule.as_ref()
             ),
             (Gate::Auto, "global.minor")
         );
         let prod = cfg
             .policy
             .resolve(&view(AssetKind::Deployment, Some("prod"), "web"));
-        assert_eq!(prod.gate(GateClass::Minor).rule, "namespace.prod.minor");
+        assert_eq!(&*prod.gate(GateClass::Minor).rule, "namespace.prod.minor");
         assert_eq!(prod.gate(GateClass::Patch).value, Gate::Review);
         let db = cfg
             .policy
@@ -1357,11 +1357,11 @@ resources:
         assert_eq!(
             (
                 db.gate(GateClass::Patch).value,
-                db.gate(GateClass::Patch).rule.as_str()
+                db.gate(GateClass::Patch).rule.as_ref()
             ),
             (Gate::Manual, "resource.db.patch")
         );
-        assert_eq!(db.gate(GateClass::Minor).rule, "namespace.prod.minor");
+        assert_eq!(&*db.gate(GateClass::Minor).rule, "namespace.prod.minor");
         assert_eq!(db.on_failure.value, OnFailure::Freeze);
     }
 

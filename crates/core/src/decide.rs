@@ -253,7 +253,7 @@ fn judge(
         " is ",
         g.as_str(),
         " (",
-        gate.rule.as_str(),
+        &gate.rule,
         ")",
     ] {
         head.push_str(part);
@@ -273,7 +273,7 @@ fn judge(
         return (
             g,
             Verdict::Skip,
-            gate.rule.clone(),
+            gate.rule.to_string(),
             format!("{head}: it is ignored"),
             None,
         );
@@ -300,7 +300,7 @@ fn judge(
             return (
                 g,
                 Verdict::PendingReview,
-                gate.rule.clone(),
+                gate.rule.to_string(),
                 format!("{head}: it waits for an approval"),
                 None,
             );
@@ -309,7 +309,7 @@ fn judge(
             return (
                 g,
                 Verdict::ManualApproval,
-                gate.rule.clone(),
+                gate.rule.to_string(),
                 format!("{head}: it never runs by itself; an operator must start it"),
                 None,
             );
@@ -318,7 +318,7 @@ fn judge(
             "approval".to_owned(),
             format!("{head}, and {op} approved it"),
         ),
-        _ => (gate.rule.clone(), head),
+        _ => (gate.rule.to_string(), head),
     };
     // The cooldown guards against releases that are pulled or fixed within hours. An explicit
     // approval is a person taking that risk knowingly, so it is not held back by it.
@@ -336,7 +336,7 @@ fn judge(
                 return (
                     g,
                     Verdict::Defer,
-                    policy.min_age.rule.clone(),
+                    policy.min_age.rule.to_string(),
                     format!(
                         "{reason}, but it was first seen {} ago and the policy wants {} ({}): it waits until {ready}",
                         fmt_duration(age),
@@ -358,7 +358,7 @@ fn judge(
         return (
             g,
             Verdict::Defer,
-            policy.windows.rule.clone(),
+            policy.windows.rule.to_string(),
             format!(
                 "{reason}, but now is outside every update window ({}); {when}",
                 policy.windows.rule
@@ -367,7 +367,7 @@ fn judge(
         );
     }
     if rule.is_empty() {
-        rule = gate.rule.clone();
+        rule = gate.rule.to_string();
     }
     reason.push_str(": it may proceed");
     (g, Verdict::Approve, rule, reason, None)
@@ -409,7 +409,7 @@ pub fn evaluate_analyzed(
         act_on: None,
         on_failure: FailurePlan {
             action: policy.on_failure.value,
-            rule: policy.on_failure.rule.clone(),
+            rule: policy.on_failure.rule.to_string(),
         },
         notes: Vec::new(),
     };
@@ -746,7 +746,7 @@ mod tests {
         );
         assert_eq!(e.act_on.as_deref(), Some("1.2.4"));
         let deferred = &e.candidates[1];
-        assert_eq!(deferred.rule, "global.min_age");
+        assert_eq!(&*deferred.rule, "global.min_age");
         assert!(
             deferred
                 .reason

@@ -199,12 +199,19 @@ impl Window {
 #[derive(Debug, Clone)]
 pub struct Setting<T> {
     pub value: T,
-    pub rule: String,
+    pub rule: Rule,
 }
 
+/// The name of a rule. Shared, not copied: every asset's resolved policy points at the same
+/// few strings, and resolving runs once per asset per cycle.
+pub type Rule = Arc<str>;
+
 impl<T> Setting<T> {
-    fn new(value: T, rule: String) -> Setting<T> {
-        Setting { value, rule }
+    fn new(value: T, rule: impl Into<Rule>) -> Setting<T> {
+        Setting {
+            value,
+            rule: rule.into(),
+        }
     }
 }
 
@@ -224,7 +231,7 @@ pub struct Layer {
 }
 
 impl Layer {
-    pub fn set_gate(&mut self, class: GateClass, gate: Gate, rule: String) {
+    pub fn set_gate(&mut self, class: GateClass, gate: Gate, rule: impl Into<Rule>) {
         self.gates[class.index()] = Some(Setting::new(gate, rule));
     }
 }
@@ -318,6 +325,12 @@ impl EffectivePolicy {
 /// The safe defaults: patch auto, minor review, major manual, prerelease skip, digest review
 /// (a re-pushed tag is a change nobody versioned, so a person looks first).
 pub fn defaults() -> EffectivePolicy {
+    static DEFAULTS: std::sync::LazyLock<EffectivePolicy> =
+        std::sync::LazyLock::new(build_defaults);
+    DEFAULTS.clone()
+}
+
+fn build_defaults() -> EffectivePolicy {
     let d = |f: &str| format!("default.{f}");
     EffectivePolicy {
         enabled: Setting::new(true, d("enabled")),
@@ -615,7 +628,7 @@ mod tests {
         let mut policy = Policy::default();
         policy
             .global
-            .set_gate(GateClass::Minor, Gate::Auto, "global.minor".into());
+            .set_gate(GateClass::Minor, Gate::Auto, "global.minor");
         let labels: BTreeMap<String, String> = [
             ("safe-updater.io/minor".to_owned(), "manual".to_owned()),
             ("safe-updater.io/major".to_owned(), "sometimes".to_owned()),
@@ -632,10 +645,10 @@ mod tests {
         let eff = policy.resolve(&view);
         assert_eq!(eff.gate(GateClass::Minor).value, Gate::Manual);
         assert_eq!(
-            eff.gate(GateClass::Minor).rule,
+            &*eff.gate(GateClass::Minor).rule,
             "label:safe-updater.io/minor"
         );
-        assert_eq!(eff.gate(GateClass::Patch).rule, "default.patch");
+        assert_eq!(&*eff.gate(GateClass::Patch).rule, "default.patch");
         assert_eq!(eff.problems.len(), 1, "{:?}", eff.problems);
     }
 
@@ -657,8 +670,8 @@ mod tests {
         let eff = policy.resolve(&view);
         assert_eq!(eff.gate(GateClass::Minor).value, Gate::Manual);
         assert_eq!(
-            eff.gate(GateClass::Minor).rule,
-            format!("label:{WATCHTOWER_MONITOR_ONLY}")
+            &*eff.gate(GateClass::Minor).rule,
+            format!("label:{WATCHTOWER_MONITOR_ONLY}").as_str()
         );
         assert_eq!(
             eff.gate(GateClass::Patch).value,
