@@ -33,6 +33,48 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// What every pipeline command starts from: the configuration, the environment, the engines
+/// and the state database.
+struct Session {
+    cfg: safe_updater_core::config::Config,
+    env: Vec<(String, String)>,
+    specs: Vec<safe_updater_docker::EngineSpec>,
+    path: std::path::PathBuf,
+    store: Store,
+}
+
+impl Session {
+    /// `existing`: the state database must already exist (commands that read what `scan` stored).
+    fn open(global: &GlobalArgs, existing: bool) -> anyhow::Result<Session> {
+        let cfg = load_config(global.config.as_deref())?;
+        let env = env_pairs();
+        let specs = engine_specs(&cfg.docker, &env).map_err(|e| Reported(e.to_string()))?;
+        let path = state_path(global, &cfg);
+        if existing && !path.exists() {
+            return Err(Reported(format!(
+                "no state database at {}; run `safe-updater scan` first, or point --state at an existing file",
+                path.display()
+            ))
+            .into());
+        }
+        let store = Store::open(&path)
+            .with_context(|| format!("cannot open the state database {}", path.display()))?;
+        Ok(Session {
+            cfg,
+            env,
+            specs,
+            path,
+            store,
+        })
+    }
+
+    fn registry_client(&self) -> anyhow::Result<RegistryClient> {
+        let client_cfg = registry_client_config(&self.cfg.registries, &self.env)
+            .map_err(|e| Reported(e.to_string()))?;
+        RegistryClient::new(client_cfg).context("cannot set up the registry client")
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ScanArgs {
     /// Also track stopped containers (default: the config's docker.include_stopped).
@@ -41,12 +83,13 @@ pub struct ScanArgs {
 }
 
 pub fn run_scan(global: &GlobalArgs, args: &ScanArgs) -> anyhow::Result<ExitCode> {
-    let cfg = load_config(global.config.as_deref())?;
-    let env = env_pairs();
-    let engines = engine_specs(&cfg.docker, &env).map_err(|e| Reported(e.to_string()))?;
-    let path = state_path(global, &cfg);
-    let mut store = Store::open(&path)
-        .with_context(|| format!("cannot open the state database {}", path.display()))?;
+    let Session {
+        cfg,
+        specs: engines,
+        path,
+        mut store,
+        ..
+    } = Session::open(global, false)?;
     if global.output == OutputFormat::Table {
         eprintln!("scanning {} engine(s)...", engines.len());
     }
@@ -84,21 +127,9 @@ pub fn run_scan(global: &GlobalArgs, args: &ScanArgs) -> anyhow::Result<ExitCode
 }
 
 pub fn run_check(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let cfg = load_config(global.config.as_deref())?;
-    let env = env_pairs();
-    let path = state_path(global, &cfg);
-    if !path.exists() {
-        return Err(Reported(format!(
-            "no state database at {}; run `safe-updater scan` first, or point --state at an existing file",
-            path.display()
-        ))
-        .into());
-    }
-    let mut store = Store::open(&path)
-        .with_context(|| format!("cannot open the state database {}", path.display()))?;
-    let client_cfg =
-        registry_client_config(&cfg.registries, &env).map_err(|e| Reported(e.to_string()))?;
-    let client = RegistryClient::new(client_cfg).context("cannot set up the registry client")?;
+    let session = Session::open(global, true)?;
+    let client = session.registry_client()?;
+    let Session { cfg, mut store, .. } = session;
     let now = Timestamp::now();
     let cid = correlation_id(now);
     if global.output == OutputFormat::Table {
@@ -230,15 +261,14 @@ pub struct RunArgs {
 }
 
 pub fn run_cycle(global: &GlobalArgs, _args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let cfg = load_config(global.config.as_deref())?;
-    let env = env_pairs();
-    let specs = engine_specs(&cfg.docker, &env).map_err(|e| Reported(e.to_string()))?;
-    let path = state_path(global, &cfg);
-    let mut store = Store::open(&path)
-        .with_context(|| format!("cannot open the state database {}", path.display()))?;
-    let client_cfg =
-        registry_client_config(&cfg.registries, &env).map_err(|e| Reported(e.to_string()))?;
-    let client = RegistryClient::new(client_cfg).context("cannot set up the registry client")?;
+    let session = Session::open(global, false)?;
+    let client = session.registry_client()?;
+    let Session {
+        cfg,
+        specs,
+        mut store,
+        ..
+    } = session;
     let now = Timestamp::now();
     let cid = correlation_id(now);
     let table = global.output == OutputFormat::Table;
@@ -345,22 +375,14 @@ pub struct UpdateArgs {
 }
 
 pub fn run_update(global: &GlobalArgs, args: &UpdateArgs) -> anyhow::Result<ExitCode> {
-    let cfg = load_config(global.config.as_deref())?;
-    let env = env_pairs();
-    let specs = engine_specs(&cfg.docker, &env).map_err(|e| Reported(e.to_string()))?;
-    let path = state_path(global, &cfg);
-    if !path.exists() {
-        return Err(Reported(format!(
-            "no state database at {}; run `safe-updater scan` first",
-            path.display()
-        ))
-        .into());
-    }
-    let mut store = Store::open(&path)
-        .with_context(|| format!("cannot open the state database {}", path.display()))?;
-    let client_cfg =
-        registry_client_config(&cfg.registries, &env).map_err(|e| Reported(e.to_string()))?;
-    let client = RegistryClient::new(client_cfg).context("cannot set up the registry client")?;
+    let session = Session::open(global, true)?;
+    let client = session.registry_client()?;
+    let Session {
+        cfg,
+        specs,
+        mut store,
+        ..
+    } = session;
     let now = Timestamp::now();
     let cid = correlation_id(now);
     let who = actor();
@@ -485,19 +507,14 @@ pub struct RollbackArgs {
 }
 
 pub fn run_rollback(global: &GlobalArgs, args: &RollbackArgs) -> anyhow::Result<ExitCode> {
-    let cfg = load_config(global.config.as_deref())?;
-    let env = env_pairs();
-    let specs = engine_specs(&cfg.docker, &env).map_err(|e| Reported(e.to_string()))?;
-    let path = state_path(global, &cfg);
-    if !path.exists() {
-        return Err(Reported(format!(
-            "no state database at {}; run `safe-updater scan` first",
-            path.display()
-        ))
-        .into());
-    }
-    let mut store = Store::open(&path)
-        .with_context(|| format!("cannot open the state database {}", path.display()))?;
+    let session = Session::open(global, true)?;
+    let client = session.registry_client()?;
+    let Session {
+        cfg,
+        specs,
+        mut store,
+        ..
+    } = session;
     let target = match &args.to {
         Some(t) => t.clone(),
         None => safe_updater_engine::previous_version(&store, &args.asset)?.ok_or_else(|| {
@@ -507,9 +524,6 @@ pub fn run_rollback(global: &GlobalArgs, args: &RollbackArgs) -> anyhow::Result<
             ))
         })?,
     };
-    let client_cfg =
-        registry_client_config(&cfg.registries, &env).map_err(|e| Reported(e.to_string()))?;
-    let client = RegistryClient::new(client_cfg).context("cannot set up the registry client")?;
     let now = Timestamp::now();
     let cid = correlation_id(now);
     let who = actor();

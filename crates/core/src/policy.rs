@@ -547,7 +547,24 @@ fn watchtower_layer(labels: &BTreeMap<String, String>) -> Layer {
     layer
 }
 
+impl<'a> From<&'a crate::asset::Asset> for AssetView<'a> {
+    fn from(a: &'a crate::asset::Asset) -> Self {
+        AssetView {
+            kind: a.kind,
+            namespace: a.namespace.as_deref(),
+            name: &a.name,
+            labels: Some(&a.labels),
+            annotations: Some(&a.annotations),
+        }
+    }
+}
+
 impl Policy {
+    /// Resolves the policy for a tracked asset (its kind, namespace, name, labels, annotations).
+    pub fn resolve_asset(&self, asset: &crate::asset::Asset) -> EffectivePolicy {
+        self.resolve(&AssetView::from(asset))
+    }
+
     /// Resolves the policy for one asset through the whole hierarchy.
     pub fn resolve(&self, asset: &AssetView<'_>) -> EffectivePolicy {
         let mut eff = defaults();

@@ -15,7 +15,6 @@ use safe_updater_core::asset::Asset;
 use safe_updater_core::decide::{
     ApprovalFact, Available, DigestDrift, Evaluation, Facts, evaluate,
 };
-use safe_updater_core::policy::AssetView;
 use safe_updater_core::reference::ImageRef;
 use safe_updater_docker::ContainerExtra;
 use safe_updater_registry::{Cycle, RegistryApi, RegistryError, RequestCounts};
@@ -171,14 +170,7 @@ pub async fn check<R: RegistryApi>(
                 first_seen: seen.and_then(|s| s.get(&current)).map(|x| x.1),
             });
         }
-        let view = AssetView {
-            kind: asset.kind,
-            namespace: asset.namespace.as_deref(),
-            name: &asset.name,
-            labels: Some(&asset.labels),
-            annotations: Some(&asset.annotations),
-        };
-        let policy = config.policy.resolve(&view);
+        let policy = config.policy.resolve_asset(asset);
         let platform = ContainerExtra::from_asset(asset)
             .ok()
             .and_then(|x| x.platform);

@@ -7,7 +7,6 @@ use jiff::Timestamp;
 use safe_updater_core::asset::{Asset, AssetKind};
 use safe_updater_core::config::Config;
 use safe_updater_core::decide::Verdict;
-use safe_updater_core::policy::AssetView;
 use safe_updater_docker::update::RegistryAuth;
 use safe_updater_docker::{ConnectOptions, ContainerExtra, Engine, EngineSpec};
 use safe_updater_registry::{Cycle, RegistryApi};
@@ -158,31 +157,16 @@ pub async fn run_once<R: RegistryApi>(
         let Some(engine) = engines.iter().find(|e| e.name() == asset.location) else {
             continue;
         };
-        let view = AssetView {
-            kind: asset.kind,
-            namespace: asset.namespace.as_deref(),
-            name: &asset.name,
-            labels: Some(&asset.labels),
-            annotations: Some(&asset.annotations),
-        };
-        let policy = config.policy.resolve(&view);
-        let registry = safe_updater_core::reference::ImageRef::parse(&asset.image)
-            .map(|r| r.registry().to_owned())
-            .unwrap_or_default();
-        let settings = ApplySettings {
-            health: &config.health,
-            on_failure: policy.on_failure.value,
-            actor,
-            correlation_id,
-        };
         applied.push(
-            apply(
+            apply_by_policy(
+                config,
                 store,
                 engine,
                 asset,
                 target,
-                auth.get(&registry).cloned(),
-                &settings,
+                auth,
+                actor,
+                correlation_id,
             )
             .await?,
         );
@@ -238,14 +222,33 @@ pub async fn apply_one(
         Err(e) => return Ok(not_started(e.to_string())),
     };
     recover(store, std::slice::from_ref(&engine), actor).await?;
-    let view = AssetView {
-        kind: asset.kind,
-        namespace: asset.namespace.as_deref(),
-        name: &asset.name,
-        labels: Some(&asset.labels),
-        annotations: Some(&asset.annotations),
-    };
-    let policy = config.policy.resolve(&view);
+    apply_by_policy(
+        config,
+        store,
+        &engine,
+        &asset,
+        target_tag,
+        auth,
+        actor,
+        correlation_id,
+    )
+    .await
+}
+
+/// Applies with what the asset's policy says about failure, and the pull credentials of its
+/// registry.
+#[allow(clippy::too_many_arguments)]
+async fn apply_by_policy(
+    config: &Config,
+    store: &mut Store,
+    engine: &Engine,
+    asset: &Asset,
+    target: &str,
+    auth: &BTreeMap<String, RegistryAuth>,
+    actor: &str,
+    correlation_id: &str,
+) -> Result<ApplyOutcome, EngineError> {
+    let policy = config.policy.resolve_asset(asset);
     let registry = safe_updater_core::reference::ImageRef::parse(&asset.image)
         .map(|r| r.registry().to_owned())
         .unwrap_or_default();
@@ -257,9 +260,9 @@ pub async fn apply_one(
     };
     apply(
         store,
-        &engine,
-        &asset,
-        target_tag,
+        engine,
+        asset,
+        target,
         auth.get(&registry).cloned(),
         &settings,
     )
