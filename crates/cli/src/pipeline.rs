@@ -255,7 +255,7 @@ async fn pull_auth_map(
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Run one cycle and exit (the daemon, which repeats it on a schedule, is `watch`).
+    /// Run one cycle and exit. (Running cycles on a schedule, the daemon, is not built yet.)
     #[arg(long, required = true)]
     pub once: bool,
 }
