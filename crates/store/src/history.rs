@@ -231,18 +231,33 @@ impl Store {
 
     /// Decisions, newest first: all of them, or those about one asset.
     pub fn decisions(&self, asset_id: Option<&str>, limit: usize) -> Result<Vec<DecisionRecord>> {
-        let op = "read decisions";
+        self.newest_first(
+            "read decisions",
+            &format!("SELECT {DECISION_COLUMNS} FROM decisions"),
+            asset_id,
+            limit,
+            |row| decision_from_row(row).map(|s| s.record),
+        )
+    }
+
+    /// Rows of `select` (a `SELECT ... FROM table` of a table with `id` and `asset_id`),
+    /// newest first, for one asset or all, at most `limit`.
+    fn newest_first<T>(
+        &self,
+        op: &'static str,
+        select: &str,
+        asset_id: Option<&str>,
+        limit: usize,
+        map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
-                "SELECT {DECISION_COLUMNS} FROM decisions
-                 WHERE ?1 IS NULL OR asset_id = ?1 ORDER BY id DESC LIMIT ?2"
+                "{select} WHERE ?1 IS NULL OR asset_id = ?1 ORDER BY id DESC LIMIT ?2"
             ))
             .during(&self.label, op)?;
         let rows = stmt
-            .query_map(params![asset_id, limit_to_sql(limit)], |row| {
-                decision_from_row(row).map(|s| s.record)
-            })
+            .query_map(params![asset_id, limit_to_sql(limit)], map)
             .during(&self.label, op)?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .during(&self.label, op)
@@ -434,19 +449,13 @@ impl Store {
 
     /// Update attempts, newest first: all of them, or those of one asset.
     pub fn history(&self, asset_id: Option<&str>, limit: usize) -> Result<Vec<UpdateRecord>> {
-        let op = "read update history";
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {UPDATE_COLUMNS} FROM updates
-                 WHERE ?1 IS NULL OR asset_id = ?1 ORDER BY id DESC LIMIT ?2"
-            ))
-            .during(&self.label, op)?;
-        let rows = stmt
-            .query_map(params![asset_id, limit_to_sql(limit)], update_from_row)
-            .during(&self.label, op)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .during(&self.label, op)
+        self.newest_first(
+            "read update history",
+            &format!("SELECT {UPDATE_COLUMNS} FROM updates"),
+            asset_id,
+            limit,
+            update_from_row,
+        )
     }
 
     /// One update attempt.
