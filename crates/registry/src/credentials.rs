@@ -342,6 +342,35 @@ impl AuthEntry {
     }
 }
 
+/// The credentials of a Docker config JSON's `auths` (what a Kubernetes
+/// `kubernetes.io/dockerconfigjson` Secret holds), or, with `legacy`, of a `.dockercfg` file
+/// (the `auths` map itself, `kubernetes.io/dockercfg`). Keyed by the entry's key as written
+/// (`https://index.docker.io/v1/`, `host:5000`); match them with
+/// [`crate::address::config_key_matches`], or put them in `ClientConfig::credentials`, whose
+/// lookup does. Entries with nothing usable are left out. The error never quotes the input.
+pub fn parse_docker_auths(
+    json: &[u8],
+    legacy: bool,
+) -> Result<std::collections::BTreeMap<String, Credential>, String> {
+    let auths: std::collections::BTreeMap<String, AuthEntry> = if legacy {
+        serde_json::from_slice(json).map_err(|e| format!("not a valid .dockercfg: {e}"))?
+    } else {
+        serde_json::from_slice::<DockerConfigFile>(json)
+            .map_err(|e| format!("not a valid Docker config JSON: {e}"))?
+            .auths
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for (key, entry) in auths {
+        if let Some(credential) = entry
+            .credential()
+            .map_err(|detail| format!("entry {key:?}: {detail}"))?
+        {
+            out.insert(key, credential);
+        }
+    }
+    Ok(out)
+}
+
 #[derive(Deserialize)]
 struct HelperOutput {
     #[serde(rename = "Username", default)]
