@@ -325,6 +325,80 @@ mod tests {
         assert_eq!(truncate("abcdef", 4), "abc\u{2026}");
     }
 
+    fn sample() -> Event {
+        let mut e = Event::new(
+            EventKind::Failed,
+            "id<1>",
+            "web",
+            "deployment",
+            jiff::Timestamp::UNIX_EPOCH,
+        );
+        e.from = Some("1.0.0".into());
+        e.to = Some("1.0.2".into());
+        e.reason = "health check failed: <script> & more".into();
+        e
+    }
+
+    #[test]
+    fn slack_options_shape_the_message() {
+        let ch = crate::Channel::parse(
+            "slack://bot@T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX?icon=https://img.example/i.png&color=good&title=Prod&thread_ts=123.456",
+        )
+        .expect("parses");
+        let crate::channel::Service::Slack(cfg) = &ch.service else {
+            panic!("slack")
+        };
+        let v = slack(&sample(), None, cfg);
+        assert_eq!(v["username"], "bot");
+        assert_eq!(v["icon_url"], "https://img.example/i.png");
+        assert!(v.get("icon_emoji").is_none());
+        assert_eq!(v["thread_ts"], "123.456");
+        assert_eq!(v["attachments"][0]["color"], "good");
+        assert_eq!(
+            v["text"],
+            "Prod\n\u{274c} Update failed: web 1.0.0 \u{2192} 1.0.2"
+        );
+        // Namespace and decision are absent, so their fields are left out.
+        assert_eq!(
+            v["attachments"][0]["blocks"][1]["fields"]
+                .as_array()
+                .map(Vec::len),
+            Some(4)
+        );
+        assert_eq!(
+            v["attachments"][0]["blocks"][2]["text"]["text"],
+            "*Reason*\nhealth check failed: &lt;script&gt; &amp; more"
+        );
+        assert_eq!(
+            v["attachments"][0]["blocks"][3]["elements"][0]["text"],
+            "asset id&lt;1&gt; \u{b7} 1970-01-01T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn discord_never_sends_an_empty_field_or_an_oversized_text() {
+        let ch = crate::Channel::parse("discord://tok@1?title=Prod").expect("parses");
+        let crate::channel::Service::Discord(cfg) = &ch.service else {
+            panic!("discord")
+        };
+        let mut e = sample();
+        e.asset_kind = String::new();
+        e.reason = "x".repeat(10_000);
+        let v = discord(&e, None, cfg);
+        assert_eq!(v["embeds"][0]["fields"][1]["value"], "\u{2014}");
+        assert_eq!(
+            v["embeds"][0]["description"]
+                .as_str()
+                .map(|s| s.chars().count()),
+            Some(DISCORD_DESCRIPTION_MAX)
+        );
+        assert!(
+            v["content"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("**Prod**\n"))
+        );
+    }
+
     #[test]
     fn slack_text_is_escaped() {
         assert_eq!(slack_escape("a<b>&c"), "a&lt;b&gt;&amp;c");

@@ -215,7 +215,7 @@ async fn attempt_once(http: &reqwest::Client, p: &Prepared, opts: &NotifyOptions
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
     // The body matters for Slack and for error details; a little is enough.
-    let body = match tokio::time::timeout(opts.timeout, response.bytes()).await {
+    let body = match tokio::time::timeout(opts.timeout, read_capped(response, BODY_CAP)).await {
         Ok(Ok(b)) => b,
         Ok(Err(e)) if status.is_success() => {
             return Attempt::Retry(SendError::Transport(describe(e, opts)), None);
@@ -228,7 +228,9 @@ async fn attempt_once(http: &reqwest::Client, p: &Prepared, opts: &NotifyOptions
         }
         _ => Default::default(),
     };
+    // Control characters would let a server forge log lines.
     let text = String::from_utf8_lossy(&body[..body.len().min(512)])
+        .replace(|c: char| c.is_control(), " ")
         .trim()
         .to_owned();
     if status.is_success() {
@@ -250,6 +252,24 @@ async fn attempt_once(http: &reqwest::Client, p: &Prepared, opts: &NotifyOptions
     } else {
         Attempt::Fail(err)
     }
+}
+
+/// The most of an answer's body that is read; webhooks answer with a few bytes.
+const BODY_CAP: usize = 16 * 1024;
+
+async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, reqwest::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = cap.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= cap {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 fn accept(acceptance: Acceptance, body: &[u8], text: &str) -> Attempt {
