@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use safe_updater_notify::{Channel, EventKind, Notifier, NotifyOptions};
 use serde_json::{Value, json};
+use url::Url;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
@@ -704,4 +705,46 @@ fn a_notifier_with_channels_needs_a_runtime() {
     // Without channels there is nothing to run, so no runtime is needed.
     let n = Notifier::from_urls(&[], options()).expect("no channels");
     assert_eq!(n.channel_count(), 0);
+}
+
+#[tokio::test]
+async fn an_https_channel_to_a_plain_http_server_fails_cleanly() {
+    // The TLS stack (rustls on ring, platform verifier) is really used: the handshake goes to
+    // a server that speaks plain HTTP and fails; the notification fails after its attempts.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let port = Url::parse(&server.uri())
+        .expect("uri")
+        .port()
+        .expect("port");
+    let url = format!("https://127.0.0.1:{port}/hook");
+    let notifier = Notifier::from_urls(&[url], options()).expect("notifier");
+    notifier.notify(event(EventKind::Applied));
+    let report = notifier.flush(Duration::from_secs(10)).await;
+    assert!(report.completed);
+    assert_eq!(report.stats.total.failed, 1, "{report:?}");
+    assert_eq!(report.stats.total.retries, 2, "{report:?}");
+    // Nothing reached the handler: each attempt died in the handshake.
+    assert!(
+        server
+            .received_requests()
+            .await
+            .expect("recording")
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_watchtower_url_list_splits_on_spaces() {
+    let list = format!("{SLACK_HOOK}  {}\n{}", discord_url(), teams_connector_url());
+    let urls = safe_updater_notify::split_urls(&list);
+    assert_eq!(urls.len(), 3);
+    let services: Vec<&str> = urls
+        .iter()
+        .map(|u| Channel::parse(u).expect("parses").service_name())
+        .collect();
+    assert_eq!(services, ["slack", "discord", "teams"]);
 }
