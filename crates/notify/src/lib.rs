@@ -94,6 +94,7 @@ mod send;
 pub use channel::{Channel, UrlError, split_urls};
 pub use event::{Event, EventKind};
 pub use notifier::{
-    ChannelStats, Counts, FlushReport, Notifier, NotifyError, NotifyOptions, NotifyStats,
+    ChannelStats, Counts, DeliveryReport, FlushReport, Notifier, NotifyError, NotifyOptions,
+    NotifyStats, UrlProblem, check_urls,
 };
 pub use send::SendError;

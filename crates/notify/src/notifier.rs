@@ -14,7 +14,7 @@ use url::Url;
 
 use crate::channel::{Channel, UrlError};
 use crate::event::Event;
-use crate::send;
+use crate::send::{self, SendError};
 
 /// How the notifier behaves. `Default` suits a daemon.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,23 +51,60 @@ impl Default for NotifyOptions {
     }
 }
 
+/// One unusable URL of the list, by position (`notifications.urls[index]`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("notifications.urls[{index}] ({scheme}): {source}")]
+pub struct UrlProblem {
+    pub index: usize,
+    /// The URL's scheme, or `?` when there is none to read.
+    pub scheme: String,
+    #[source]
+    pub source: UrlError,
+}
+
 /// Why a notifier could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
-    /// `index` is the position in the list given (`notifications.urls[index]`).
-    #[error("notifications.urls[{index}] ({scheme}): {source}")]
-    Url {
-        index: usize,
-        scheme: String,
-        #[source]
-        source: UrlError,
-    },
+    /// Every unusable URL, not just the first.
+    #[error("{}", join_lines(.0))]
+    Urls(Vec<UrlProblem>),
     #[error("notifications.approve_base_url: {0}")]
     ApproveBaseUrl(String),
     #[error("notifications: the HTTP client could not be built: {0}")]
     Client(String),
     #[error("notifications: the notifier must be created inside a tokio runtime")]
     NoRuntime,
+}
+
+fn join_lines(problems: &[UrlProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every problem of a list of channel URLs, for a `validate` command; empty when all parse.
+pub fn check_urls(urls: &[String]) -> Vec<UrlProblem> {
+    urls.iter()
+        .enumerate()
+        .filter_map(|(index, u)| {
+            Channel::parse(u).err().map(|source| UrlProblem {
+                index,
+                scheme: scheme_of(u),
+                source,
+            })
+        })
+        .collect()
+}
+
+/// The outcome of [`Notifier::send_now`] for one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// The channel, masked.
+    pub channel: String,
+    /// The attempts it took, or why it failed.
+    pub result: Result<u32, SendError>,
 }
 
 /// Counters of one channel, or of all of them.
@@ -156,6 +193,8 @@ struct Lane {
 
 struct Inner {
     lanes: Vec<Lane>,
+    /// The client and options the lanes use; `None` without channels.
+    sender: Option<(reqwest::Client, Arc<NotifyOptions>)>,
     /// Queued plus in flight, over all lanes; `flush` waits for it to reach zero.
     pending: Arc<watch::Sender<usize>>,
     approve_base: Option<String>,
@@ -189,17 +228,11 @@ impl Notifier {
     /// Parses every URL (all problems are reported by position, without secrets) and starts
     /// one background task per channel on the current tokio runtime.
     pub fn from_urls(urls: &[String], opts: NotifyOptions) -> Result<Notifier, NotifyError> {
-        let channels = urls
-            .iter()
-            .enumerate()
-            .map(|(index, u)| {
-                Channel::parse(u).map_err(|source| NotifyError::Url {
-                    index,
-                    scheme: scheme_of(u),
-                    source,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let problems = check_urls(urls);
+        if !problems.is_empty() {
+            return Err(NotifyError::Urls(problems));
+        }
+        let channels = urls.iter().filter_map(|u| Channel::parse(u).ok()).collect();
         Notifier::new(channels, opts)
     }
 
@@ -221,6 +254,7 @@ impl Notifier {
         };
         let pending = Arc::new(watch::Sender::new(0usize));
         let mut lanes = Vec::with_capacity(channels.len());
+        let mut sender = None;
         if !channels.is_empty() {
             let runtime =
                 tokio::runtime::Handle::try_current().map_err(|_| NotifyError::NoRuntime)?;
@@ -246,10 +280,12 @@ impl Notifier {
                     counters,
                 });
             }
+            sender = Some((http, opts));
         }
         Ok(Notifier {
             inner: Arc::new(Inner {
                 lanes,
+                sender,
                 pending,
                 approve_base,
             }),
@@ -261,6 +297,7 @@ impl Notifier {
         Notifier {
             inner: Arc::new(Inner {
                 lanes: Vec::new(),
+                sender: None,
                 pending: Arc::new(watch::Sender::new(0)),
                 approve_base: None,
             }),
@@ -311,6 +348,50 @@ impl Notifier {
                 }
             }
         }
+    }
+
+    /// Sends `event` to every channel now, past the queues and the `events=` filters, with the
+    /// usual retries, and reports each channel's outcome. For a "send a test notification"
+    /// command; unlike [`Notifier::notify`] it waits for the network. Counters are not touched.
+    pub async fn send_now(&self, event: &Event) -> Vec<DeliveryReport> {
+        let Some((http, opts)) = &self.inner.sender else {
+            return Vec::new();
+        };
+        let approve_url = self.approve_url(event);
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, lane) in self.inner.lanes.iter().enumerate() {
+            let (http, opts, channel) = (http.clone(), opts.clone(), lane.channel.clone());
+            let (event, approve_url) = (event.clone(), approve_url.clone());
+            tasks.spawn(async move {
+                let r = send::deliver(
+                    &http,
+                    &channel,
+                    &event,
+                    approve_url.as_deref(),
+                    &opts,
+                    |_, _| {},
+                )
+                .await;
+                (i, r)
+            });
+        }
+        let mut results: Vec<Option<Result<u32, SendError>>> = vec![None; self.inner.lanes.len()];
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((i, r)) = joined {
+                results[i] = Some(r);
+            }
+        }
+        self.inner
+            .lanes
+            .iter()
+            .zip(results)
+            .map(|(lane, r)| DeliveryReport {
+                channel: lane.label.clone(),
+                result: r.unwrap_or_else(|| {
+                    Err(SendError::Build("the sending task ended early".into()))
+                }),
+            })
+            .collect()
     }
 
     /// Waits until everything queued so far is delivered or given up, or `timeout` passes.

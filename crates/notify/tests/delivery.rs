@@ -748,3 +748,68 @@ fn a_watchtower_url_list_splits_on_spaces() {
         .collect();
     assert_eq!(services, ["slack", "discord", "teams"]);
 }
+
+#[test]
+fn every_bad_url_is_reported_at_once() {
+    let urls = vec![
+        "slack://webhook".to_owned(),
+        SLACK_HOOK.to_owned(),
+        format!("discord://{DISCORD_TOKEN}@abc"),
+    ];
+    let problems = safe_updater_notify::check_urls(&urls);
+    let at: Vec<usize> = problems.iter().map(|p| p.index).collect();
+    assert_eq!(at, [0, 2]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let _guard = rt.enter();
+    let e = Notifier::from_urls(&urls, options()).expect_err("bad");
+    let text = e.to_string();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(
+        text.starts_with("notifications.urls[0] (slack): slack: the token"),
+        "{text}"
+    );
+    assert!(
+        text.contains("notifications.urls[2] (discord): discord: the webhook id is malformed"),
+        "{text}"
+    );
+    assert!(!text.contains(DISCORD_TOKEN));
+}
+
+#[tokio::test]
+async fn send_now_reports_each_channel() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/ok"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/missing"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    let urls = [
+        format!("{}/ok", server.uri()),
+        format!("{}/missing", server.uri()),
+    ];
+    let mut channels: Vec<Channel> = urls
+        .iter()
+        .map(|u| Channel::parse(u).expect("parses"))
+        .collect();
+    // Filters do not apply to a test send.
+    channels[0] = channels[0].clone().with_events([EventKind::Failed]);
+    let notifier = Notifier::new(channels, options()).expect("notifier");
+    let reports = notifier.send_now(&event(EventKind::Applied)).await;
+    assert_eq!(reports.len(), 2);
+    assert_eq!(reports[0].result, Ok(1));
+    assert_eq!(
+        reports[1].result,
+        Err(safe_updater_notify::SendError::Status {
+            status: 404,
+            detail: String::new()
+        })
+    );
+    assert_eq!(notifier.stats().total, Default::default());
+}
