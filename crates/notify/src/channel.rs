@@ -827,19 +827,11 @@ fn parse_generic(url: &Url, scheme: &str, q: &mut Query) -> Result<Generic, UrlE
             rest.push((k, v));
         }
     }
-    let mut target = url.clone();
-    let _ = target.set_scheme(if disable_tls { "http" } else { "https" });
-    // Switching from a non-special scheme to a special one is refused by the URL standard, so
-    // the URL is rebuilt from its text instead.
-    let mut target = if target.scheme() == "http" || target.scheme() == "https" {
-        target
-    } else {
-        let after = url.as_str().split_once("://").map(|(_, r)| r).unwrap_or("");
-        Url::parse(&format!(
-            "{}://{after}",
-            if disable_tls { "http" } else { "https" }
-        ))?
-    };
+    // `generic` is not a special scheme and the URL standard refuses to turn it into `https`
+    // in place, so the webhook URL is read again from the text after `://`.
+    let after = url.as_str().split_once("://").map(|(_, r)| r).unwrap_or("");
+    let web_scheme = if disable_tls { "http" } else { "https" };
+    let mut target = Url::parse(&format!("{web_scheme}://{after}"))?;
     target.set_query(None);
     target.set_fragment(None);
     if !rest.is_empty() {
