@@ -46,7 +46,10 @@ fn populated() -> Metrics {
     for (asset_type, ns) in &pairs {
         // 10,000 assets spread over 210 pairs.
         inventory.push((
-            InventoryLabels { asset_type: (*asset_type).into(), namespace: ns.clone() },
+            InventoryLabels {
+                asset_type: (*asset_type).into(),
+                namespace: ns.clone(),
+            },
             10_000 / pairs.len() as i64,
         ));
         for u in UPDATE_TYPES {
@@ -89,23 +92,46 @@ fn unused<T>() -> BackendResult<T> {
 }
 
 impl Backend for NoBackend {
-    async fn pending_approvals(&self) -> BackendResult<Vec<PendingApproval>> { unused() }
-    async fn approve(&self, _: String, _: Operator) -> BackendResult<()> { unused() }
-    async fn reject(&self, _: String, _: Operator, _: String) -> BackendResult<()> { unused() }
-    async fn list_assets(&self) -> BackendResult<Vec<AssetSummary>> { unused() }
-    async fn skip_version(&self, _: String, _: String, _: Operator) -> BackendResult<()> { unused() }
-    async fn snooze(&self, _: String, _: Timestamp, _: Operator) -> BackendResult<()> { unused() }
-    async fn unsnooze(&self, _: String, _: Operator) -> BackendResult<()> { unused() }
-    async fn pin(&self, _: String, _: String, _: Operator) -> BackendResult<()> { unused() }
-    async fn unpin(&self, _: String, _: Operator) -> BackendResult<()> { unused() }
-    async fn webhook_push(&self, _: PushEvent) -> BackendResult<()> { unused() }
+    async fn pending_approvals(&self) -> BackendResult<Vec<PendingApproval>> {
+        unused()
+    }
+    async fn approve(&self, _: String, _: Operator) -> BackendResult<()> {
+        unused()
+    }
+    async fn reject(&self, _: String, _: Operator, _: String) -> BackendResult<()> {
+        unused()
+    }
+    async fn list_assets(&self) -> BackendResult<Vec<AssetSummary>> {
+        unused()
+    }
+    async fn skip_version(&self, _: String, _: String, _: Operator) -> BackendResult<()> {
+        unused()
+    }
+    async fn snooze(&self, _: String, _: Timestamp, _: Operator) -> BackendResult<()> {
+        unused()
+    }
+    async fn unsnooze(&self, _: String, _: Operator) -> BackendResult<()> {
+        unused()
+    }
+    async fn pin(&self, _: String, _: String, _: Operator) -> BackendResult<()> {
+        unused()
+    }
+    async fn unpin(&self, _: String, _: Operator) -> BackendResult<()> {
+        unused()
+    }
+    async fn webhook_push(&self, _: PushEvent) -> BackendResult<()> {
+        unused()
+    }
 }
 
 fn bench(c: &mut Criterion) {
     let m = populated();
     let om = m.render().expect("render");
     let lines = om.lines().filter(|l| !l.starts_with('#')).count();
-    eprintln!("population: {lines} sample lines, {} KiB of OpenMetrics", om.len() / 1024);
+    eprintln!(
+        "population: {lines} sample lines, {} KiB of OpenMetrics",
+        om.len() / 1024
+    );
 
     c.bench_function("render_openmetrics_10k_assets", |b| {
         b.iter(|| black_box(m.render().expect("render")))

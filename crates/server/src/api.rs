@@ -175,7 +175,11 @@ pub(crate) async fn asset_undo<B: Backend>(
             .unpin(asset.to_owned(), operator.clone())
             .await?;
     }
-    let undone = if action == "snooze" { "unsnooze" } else { "unpin" };
+    let undone = if action == "snooze" {
+        "unsnooze"
+    } else {
+        "unpin"
+    };
     Ok(done(asset, undone, &operator))
 }
 
@@ -233,7 +237,8 @@ fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 fn non_empty(value: String, field: &str, example: &str) -> Result<String, ApiError> {
     let v = value.trim();
     if v.is_empty() {
-        return Err(ApiError::bad_request(format!("'{field}' is empty")).with_hint(format!("send {example}")));
+        return Err(ApiError::bad_request(format!("'{field}' is empty"))
+            .with_hint(format!("send {example}")));
     }
     Ok(v.to_owned())
 }
@@ -254,7 +259,9 @@ mod tests {
             ("docker/local/skip", "skip")
         );
         assert_eq!(
-            split_action("pin", &acts, "assets").expect_err("no id").status,
+            split_action("pin", &acts, "assets")
+                .expect_err("no id")
+                .status,
             StatusCode::NOT_FOUND
         );
         assert_eq!(

@@ -44,7 +44,9 @@ impl TokenSet {
                 StatusCode::FORBIDDEN,
                 "the approvals API is disabled: no API tokens are configured",
             )
-            .with_hint("add server.tokens entries ({name, token_env | token_file}) to the configuration"));
+            .with_hint(
+                "add server.tokens entries ({name, token_env | token_file}) to the configuration",
+            ));
         }
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return Err(ApiError::unauthorized("missing Authorization header")
@@ -88,7 +90,10 @@ mod tests {
 
     fn headers(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).expect("header"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(v).expect("header"),
+        );
         h
     }
 
@@ -101,7 +106,9 @@ mod tests {
         let op = set.authenticate(&headers("Bearer token-b")).expect("bob");
         assert_eq!(op.name, "bob");
         assert_eq!(
-            set.authenticate(&headers("bearer token-a")).expect("alice").name,
+            set.authenticate(&headers("bearer token-a"))
+                .expect("alice")
+                .name,
             "alice"
         );
         for bad in ["Bearer token-c", "Basic dG9rZW4tYQ==", "Bearer ", "token-a"] {

@@ -194,7 +194,8 @@ pub type BackendResult<T> = Result<T, BackendError>;
 /// `spawn_blocking` inside the implementation, not in the handlers.
 pub trait Backend: Send + Sync + 'static {
     /// Decisions waiting for approval, oldest first.
-    fn pending_approvals(&self) -> impl Future<Output = BackendResult<Vec<PendingApproval>>> + Send;
+    fn pending_approvals(&self)
+    -> impl Future<Output = BackendResult<Vec<PendingApproval>>> + Send;
 
     fn approve(
         &self,

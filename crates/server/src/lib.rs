@@ -47,8 +47,7 @@ pub use backend::{
 pub use error::ApiError;
 pub use health::{Readiness, ReadyStatus};
 pub use metrics::{
-    InventoryLabels, Metrics, OPENMETRICS_CONTENT_TYPE, PendingLabels, UpdateLabels,
-    UpdateOutcome,
+    InventoryLabels, Metrics, OPENMETRICS_CONTENT_TYPE, PendingLabels, UpdateLabels, UpdateOutcome,
 };
 pub use secret::Secret;
 pub use webhooks::WebhookSecrets;
@@ -69,7 +68,9 @@ pub enum ConfigError {
     EmptyIdentity { index: usize },
     #[error("server.tokens[{index}] ({identity}): the token is empty")]
     EmptyToken { index: usize, identity: String },
-    #[error("server.tokens: '{first}' and '{second}' have the same token, so the audit trail could not tell them apart")]
+    #[error(
+        "server.tokens: '{first}' and '{second}' have the same token, so the audit trail could not tell them apart"
+    )]
     SharedToken { first: String, second: String },
     #[error("server.tokens: the name '{identity}' appears twice")]
     DuplicateIdentity { identity: String },
@@ -96,7 +97,9 @@ impl ServerConfig {
                     errors.push(ConfigError::DuplicateIdentity {
                         identity: t.identity.clone(),
                     });
-                } else if !t.secret.is_empty() && earlier.secret.matches(t.secret.expose().as_bytes()) {
+                } else if !t.secret.is_empty()
+                    && earlier.secret.matches(t.secret.expose().as_bytes())
+                {
                     errors.push(ConfigError::SharedToken {
                         first: earlier.identity.clone(),
                         second: t.identity.clone(),
@@ -109,7 +112,11 @@ impl ServerConfig {
                 errors.push(ConfigError::EmptyWebhookSecret { webhook: source });
             }
         }
-        if errors.is_empty() { Ok(()) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 }
 
@@ -243,8 +250,11 @@ async fn metrics_handler<B: Backend>(
         }
         Err(e) => {
             tracing::error!(error = %e, "rendering the metrics failed");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "rendering the metrics failed")
-                .into_response()
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "rendering the metrics failed",
+            )
+            .into_response()
         }
     }
 }
@@ -262,6 +272,7 @@ fn wants_prometheus_text(headers: &HeaderMap) -> bool {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::not_found("no such endpoint")
-        .with_hint("see /api/v1/approvals, /api/v1/assets, /webhooks/{source}, /metrics, /healthz, /readyz")
+    ApiError::not_found("no such endpoint").with_hint(
+        "see /api/v1/approvals, /api/v1/assets, /webhooks/{source}, /metrics, /healthz, /readyz",
+    )
 }

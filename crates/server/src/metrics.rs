@@ -363,11 +363,18 @@ impl Metrics {
 
     /// An update ended. `RolledBack` and `Failed` both count as failed updates; a rollback is
     /// counted by [`Metrics::rollback`], which the caller reports when it restores.
-    pub fn update_finished(&self, labels: &UpdateLabels, outcome: UpdateOutcome, duration: Duration) {
+    pub fn update_finished(
+        &self,
+        labels: &UpdateLabels,
+        outcome: UpdateOutcome,
+        duration: Duration,
+    ) {
         let i = &self.inner;
         match outcome {
             UpdateOutcome::Succeeded => i.succeeded.get_or_create(labels).inc(),
-            UpdateOutcome::RolledBack | UpdateOutcome::Failed => i.failed.get_or_create(labels).inc(),
+            UpdateOutcome::RolledBack | UpdateOutcome::Failed => {
+                i.failed.get_or_create(labels).inc()
+            }
         };
         i.update_duration
             .get_or_create(&UpdateDurationLabels {
@@ -493,10 +500,10 @@ fn openmetrics_to_prometheus_text(om: &str) -> String {
                 k => ("", k),
             };
             counter = kind == "counter";
-            if let Some((hname, doc)) = help.take() {
-                if hname == name {
-                    out.push_str(&format!("# HELP {name}{suffix} {doc}\n"));
-                }
+            if let Some((hname, doc)) = help.take()
+                && hname == name
+            {
+                out.push_str(&format!("# HELP {name}{suffix} {doc}\n"));
             }
             out.push_str(&format!("# TYPE {name}{suffix} {kind}\n"));
             continue;
@@ -567,9 +574,11 @@ mod tests {
         assert!(text.contains(
             "safe_updater_updates_succeeded_total{asset_type=\"docker\",namespace=\"local\",update_type=\"patch\"} 1"
         ));
-        assert!(text.contains(
-            "safe_updater_assets_tracked{asset_type=\"docker\",namespace=\"local\"} 0"
-        ));
+        assert!(
+            text.contains(
+                "safe_updater_assets_tracked{asset_type=\"docker\",namespace=\"local\"} 0"
+            )
+        );
         assert!(text.contains("safe_updater_build_info{version="));
         assert!(text.ends_with("# EOF\n"));
     }

@@ -87,8 +87,10 @@ pub(crate) async fn receive<B: Backend>(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let Some(src) = WebhookSource::parse(&source) else {
-        return Err(ApiError::not_found(format!("unknown webhook source '{source}'"))
-            .with_hint("one of: dockerhub, github, harbor, quay, distribution"));
+        return Err(
+            ApiError::not_found(format!("unknown webhook source '{source}'"))
+                .with_hint("one of: dockerhub, github, harbor, quay, distribution"),
+        );
     };
     let Some(secret) = state.webhooks.get(src) else {
         return Err(
@@ -100,9 +102,7 @@ pub(crate) async fn receive<B: Backend>(
         state.metrics.webhook_request(src.as_str(), "unauthorized");
         return Err(e);
     }
-    let github_event = headers
-        .get("x-github-event")
-        .and_then(|v| v.to_str().ok());
+    let github_event = headers.get("x-github-event").and_then(|v| v.to_str().ok());
     let events = match parse_payload(src, github_event, &body) {
         Ok(events) => events,
         Err(e) => {
@@ -124,7 +124,8 @@ pub(crate) async fn receive<B: Backend>(
         state.backend.webhook_push(event).await?;
     }
     state.metrics.webhook_request(src.as_str(), "accepted");
-    let ignored = (accepted == 0).then(|| "no push of a container image in this payload".to_owned());
+    let ignored =
+        (accepted == 0).then(|| "no push of a container image in this payload".to_owned());
     Ok((StatusCode::ACCEPTED, Json(Accepted { accepted, ignored })).into_response())
 }
 
@@ -141,13 +142,16 @@ fn verify(
                 .get("x-hub-signature-256")
                 .and_then(|v| v.to_str().ok())
                 .ok_or_else(|| {
-                    ApiError::unauthorized("missing X-Hub-Signature-256")
-                        .with_hint("set a secret on the GitHub webhook; it must equal server.webhooks.github")
+                    ApiError::unauthorized("missing X-Hub-Signature-256").with_hint(
+                        "set a secret on the GitHub webhook; it must equal server.webhooks.github",
+                    )
                 })?;
             if github_signature_ok(secret, sig, body) {
                 Ok(())
             } else {
-                Err(ApiError::unauthorized("the X-Hub-Signature-256 signature does not match"))
+                Err(ApiError::unauthorized(
+                    "the X-Hub-Signature-256 signature does not match",
+                ))
             }
         }
         WebhookSource::Harbor | WebhookSource::Distribution => {
@@ -169,13 +173,16 @@ fn verify(
             if ok_plain | ok_bearer {
                 Ok(())
             } else {
-                Err(ApiError::unauthorized("the Authorization header does not match the webhook secret"))
+                Err(ApiError::unauthorized(
+                    "the Authorization header does not match the webhook secret",
+                ))
             }
         }
         WebhookSource::DockerHub | WebhookSource::Quay => {
             let presented = query.get("secret").ok_or_else(|| {
-                ApiError::unauthorized("missing ?secret= in the webhook URL")
-                    .with_hint(format!("register the URL as .../webhooks/{src}?secret=<secret>"))
+                ApiError::unauthorized("missing ?secret= in the webhook URL").with_hint(format!(
+                    "register the URL as .../webhooks/{src}?secret=<secret>"
+                ))
             })?;
             if secret.matches(presented.as_bytes()) {
                 Ok(())
@@ -223,8 +230,8 @@ pub fn parse_payload(
 }
 
 fn dockerhub(v: &Value) -> Result<Vec<PushEvent>, PayloadError> {
-    let repository = str_at(v, &["repository", "repo_name"])
-        .ok_or_else(|| missing("repository.repo_name"))?;
+    let repository =
+        str_at(v, &["repository", "repo_name"]).ok_or_else(|| missing("repository.repo_name"))?;
     let tag = str_at(v, &["push_data", "tag"]).map(str::to_owned);
     Ok(vec![PushEvent {
         registry: Some("docker.io".to_owned()),
@@ -243,7 +250,11 @@ fn github(event: Option<&str>, v: &Value) -> Result<Vec<PushEvent>, PayloadError
         Some(_) => return Ok(Vec::new()),
         None if v.get("package").is_some() => "package",
         None if v.get("registry_package").is_some() => "registry_package",
-        None => return Err(missing("package or registry_package (and no X-GitHub-Event header)")),
+        None => {
+            return Err(missing(
+                "package or registry_package (and no X-GitHub-Event header)",
+            ));
+        }
     };
     let pkg = v.get(key).ok_or_else(|| missing(key))?;
     let action = str_at(v, &["action"]).unwrap_or("");
@@ -261,7 +272,9 @@ fn github(event: Option<&str>, v: &Value) -> Result<Vec<PushEvent>, PayloadError
     if !is_container {
         return Ok(Vec::new());
     }
-    let pv = pkg.get("package_version").ok_or_else(|| missing("package_version"))?;
+    let pv = pkg
+        .get("package_version")
+        .ok_or_else(|| missing("package_version"))?;
     let tag = str_at(pv, &["container_metadata", "tag", "name"]).map(str::to_owned);
     let digest = str_at(pv, &["container_metadata", "tag", "digest"])
         .or_else(|| str_at(pv, &["version"]).filter(|s| s.starts_with("sha256:")))
@@ -335,7 +348,10 @@ fn quay(v: &Value) -> Result<Vec<PushEvent>, PayloadError> {
         Some(Value::Object(m)) => m
             .iter()
             .map(|(t, d)| {
-                let digest = d.as_str().filter(|d| d.starts_with("sha256:")).map(str::to_owned);
+                let digest = d
+                    .as_str()
+                    .filter(|d| d.starts_with("sha256:"))
+                    .map(str::to_owned);
                 (t.clone(), digest)
             })
             .collect(),
@@ -434,7 +450,11 @@ mod tests {
     fn references_split_like_the_docker_cli() {
         assert_eq!(
             split_reference("ghcr.io/Codertocat/hello-world:"),
-            Some((Some("ghcr.io".into()), "Codertocat/hello-world".into(), None))
+            Some((
+                Some("ghcr.io".into()),
+                "Codertocat/hello-world".into(),
+                None
+            ))
         );
         assert_eq!(
             split_reference("localhost/harbor/alpine@sha256:954b"),
@@ -463,7 +483,11 @@ mod tests {
         let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
         assert!(github_signature_ok(&secret, sig, b"Hello, World!"));
         assert!(!github_signature_ok(&secret, sig, b"Hello, World?"));
-        assert!(!github_signature_ok(&Secret::new("other"), sig, b"Hello, World!"));
+        assert!(!github_signature_ok(
+            &Secret::new("other"),
+            sig,
+            b"Hello, World!"
+        ));
         assert!(!github_signature_ok(&secret, &sig[7..], b"Hello, World!"));
         assert!(!github_signature_ok(&secret, "sha256=zz", b"Hello, World!"));
     }

@@ -24,18 +24,33 @@ async fn without_or_with_a_wrong_token_the_api_answers_401_and_calls_nothing() {
     let res = c.post(&url).send().await.expect("request");
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
-        res.headers().get("www-authenticate").and_then(|v| v.to_str().ok()),
+        res.headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
         Some("Bearer realm=\"safe-updater\"")
     );
     let b = body(res).await;
     assert_eq!(b["error"], "missing Authorization header");
     assert!(b["hint"].as_str().is_some_and(|h| h.contains("Bearer")));
 
-    for wrong in ["Bearer not-a-token", "Bearer alice-token-3f9a1", &format!("Basic {ALICE_TOKEN}")] {
-        let res = c.post(&url).header("Authorization", wrong).send().await.expect("request");
+    for wrong in [
+        "Bearer not-a-token",
+        "Bearer alice-token-3f9a1",
+        &format!("Basic {ALICE_TOKEN}"),
+    ] {
+        let res = c
+            .post(&url)
+            .header("Authorization", wrong)
+            .send()
+            .await
+            .expect("request");
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{wrong}");
     }
-    let res = c.get(s.url("/api/v1/approvals")).send().await.expect("request");
+    let res = c
+        .get(s.url("/api/v1/approvals"))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert!(s.backend.calls().is_empty());
     assert_eq!(s.backend.lock().pending.len(), 2, "nothing was approved");
@@ -60,7 +75,13 @@ async fn each_token_acts_as_its_own_operator() {
         .iter()
         .filter_map(|a| a["id"].as_str())
         .collect();
-    assert_eq!(ids, ["docker/local/web@2.0.0", "k8s/prod/shop/Deployment/api/api@1.5.0"]);
+    assert_eq!(
+        ids,
+        [
+            "docker/local/web@2.0.0",
+            "k8s/prod/shop/Deployment/api/api@1.5.0"
+        ]
+    );
     assert_eq!(b["approvals"][0]["candidate"], "2.0.0");
     assert_eq!(b["approvals"][0]["requested_at"], "2026-11-20T08:00:00Z");
 
@@ -90,7 +111,10 @@ async fn each_token_acts_as_its_own_operator() {
     assert_eq!(
         s.backend.calls(),
         vec![
-            Call::Approve { id: "docker/local/web@2.0.0".into(), operator: "alice".into() },
+            Call::Approve {
+                id: "docker/local/web@2.0.0".into(),
+                operator: "alice".into()
+            },
             Call::Reject {
                 id: "k8s/prod/shop/Deployment/api/api@1.5.0".into(),
                 operator: "bob".into(),
@@ -106,9 +130,15 @@ async fn unknown_ids_are_404_decided_ones_409_and_a_rejection_needs_a_reason() {
     let c = client();
     let post = |path: &str| c.post(s.url(path)).bearer_auth(ALICE_TOKEN);
 
-    let res = post("/api/v1/approvals/docker/local/nope@9.9.9/approve").send().await.expect("request");
+    let res = post("/api/v1/approvals/docker/local/nope@9.9.9/approve")
+        .send()
+        .await
+        .expect("request");
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
-    assert_eq!(body(res).await["error"], "no pending approval 'docker/local/nope@9.9.9'");
+    assert_eq!(
+        body(res).await["error"],
+        "no pending approval 'docker/local/nope@9.9.9'"
+    );
 
     for (payload, what) in [
         (None, "no body"),
@@ -131,7 +161,11 @@ async fn unknown_ids_are_404_decided_ones_409_and_a_rejection_needs_a_reason() {
         .await
         .expect("request");
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-    assert!(body(res).await["error"].as_str().is_some_and(|e| e.contains("unknown field `reson`")));
+    assert!(
+        body(res).await["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unknown field `reson`"))
+    );
     let res = post("/api/v1/approvals/docker/local/web@2.0.0/reject")
         .header("content-type", "application/json")
         .body("{not json")
@@ -140,15 +174,32 @@ async fn unknown_ids_are_404_decided_ones_409_and_a_rejection_needs_a_reason() {
         .expect("request");
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
 
-    let res = post("/api/v1/approvals/docker/local/web@2.0.0/approve").send().await.expect("request");
+    let res = post("/api/v1/approvals/docker/local/web@2.0.0/approve")
+        .send()
+        .await
+        .expect("request");
     assert_eq!(res.status(), StatusCode::OK);
-    let res = post("/api/v1/approvals/docker/local/web@2.0.0/approve").send().await.expect("request");
+    let res = post("/api/v1/approvals/docker/local/web@2.0.0/approve")
+        .send()
+        .await
+        .expect("request");
     assert_eq!(res.status(), StatusCode::CONFLICT);
 
-    let res = post("/api/v1/approvals/docker/local/web@2.0.0/frobnicate").send().await.expect("request");
+    let res = post("/api/v1/approvals/docker/local/web@2.0.0/frobnicate")
+        .send()
+        .await
+        .expect("request");
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
-    assert!(body(res).await["hint"].as_str().is_some_and(|h| h.contains("approve|reject")));
-    assert_eq!(s.backend.calls().len(), 1, "only the one approval reached the backend");
+    assert!(
+        body(res).await["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("approve|reject"))
+    );
+    assert_eq!(
+        s.backend.calls().len(),
+        1,
+        "only the one approval reached the backend"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -157,16 +208,41 @@ async fn asset_actions_work_with_slash_containing_ids() {
     let c = client();
     let k8s = "k8s/prod/shop/Deployment/api/api";
 
-    let res = c.get(s.url("/api/v1/assets")).bearer_auth(BOB_TOKEN).send().await.expect("request");
+    let res = c
+        .get(s.url("/api/v1/assets"))
+        .bearer_auth(BOB_TOKEN)
+        .send()
+        .await
+        .expect("request");
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(body(res).await["assets"][1]["id"], k8s);
 
     let cases = [
-        ("POST", "/api/v1/assets/docker/local/web/skip".to_owned(), Some(json!({"version": "1.0.2"})), "skip"),
-        ("POST", "/api/v1/assets/docker%2Flocal%2Fweb/snooze".to_owned(), Some(json!({"until": "2026-12-01T00:00:00Z"})), "snooze"),
-        ("POST", format!("/api/v1/assets/{k8s}/pin"), Some(json!({"constraint": "~1.4"})), "pin"),
+        (
+            "POST",
+            "/api/v1/assets/docker/local/web/skip".to_owned(),
+            Some(json!({"version": "1.0.2"})),
+            "skip",
+        ),
+        (
+            "POST",
+            "/api/v1/assets/docker%2Flocal%2Fweb/snooze".to_owned(),
+            Some(json!({"until": "2026-12-01T00:00:00Z"})),
+            "snooze",
+        ),
+        (
+            "POST",
+            format!("/api/v1/assets/{k8s}/pin"),
+            Some(json!({"constraint": "~1.4"})),
+            "pin",
+        ),
         ("DELETE", format!("/api/v1/assets/{k8s}/pin"), None, "unpin"),
-        ("DELETE", "/api/v1/assets/docker/local/web/snooze".to_owned(), None, "unsnooze"),
+        (
+            "DELETE",
+            "/api/v1/assets/docker/local/web/snooze".to_owned(),
+            None,
+            "unsnooze",
+        ),
     ];
     for (method, path, payload, action) in cases {
         let mut req = match method {
@@ -184,15 +260,29 @@ async fn asset_actions_work_with_slash_containing_ids() {
     assert_eq!(
         s.backend.calls(),
         vec![
-            Call::Skip { asset: "docker/local/web".into(), version: "1.0.2".into(), operator: "bob".into() },
+            Call::Skip {
+                asset: "docker/local/web".into(),
+                version: "1.0.2".into(),
+                operator: "bob".into()
+            },
             Call::Snooze {
                 asset: "docker/local/web".into(),
                 until: "2026-12-01T00:00:00Z".parse().expect("ts"),
                 operator: "bob".into(),
             },
-            Call::Pin { asset: k8s.into(), constraint: "~1.4".into(), operator: "bob".into() },
-            Call::Unpin { asset: k8s.into(), operator: "bob".into() },
-            Call::Unsnooze { asset: "docker/local/web".into(), operator: "bob".into() },
+            Call::Pin {
+                asset: k8s.into(),
+                constraint: "~1.4".into(),
+                operator: "bob".into()
+            },
+            Call::Unpin {
+                asset: k8s.into(),
+                operator: "bob".into()
+            },
+            Call::Unsnooze {
+                asset: "docker/local/web".into(),
+                operator: "bob".into()
+            },
         ]
     );
 }
@@ -201,28 +291,70 @@ async fn asset_actions_work_with_slash_containing_ids() {
 async fn asset_action_errors_name_the_problem() {
     let s = start().await;
     let c = client();
-    let post = |path: &str, payload: Value| c.post(s.url(path)).bearer_auth(ALICE_TOKEN).json(&payload);
+    let post =
+        |path: &str, payload: Value| c.post(s.url(path)).bearer_auth(ALICE_TOKEN).json(&payload);
 
-    let res = post("/api/v1/assets/docker/local/ghost/skip", json!({"version": "1.0.2"})).send().await.expect("request");
+    let res = post(
+        "/api/v1/assets/docker/local/ghost/skip",
+        json!({"version": "1.0.2"}),
+    )
+    .send()
+    .await
+    .expect("request");
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
     let b = body(res).await;
     assert_eq!(b["error"], "no asset 'docker/local/ghost'");
     assert_eq!(b["hint"], "GET /api/v1/assets lists them");
 
-    let res = post("/api/v1/assets/docker/local/web/snooze", json!({"until": "next tuesday"})).send().await.expect("request");
+    let res = post(
+        "/api/v1/assets/docker/local/web/snooze",
+        json!({"until": "next tuesday"}),
+    )
+    .send()
+    .await
+    .expect("request");
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-    assert!(body(res).await["hint"].as_str().is_some_and(|h| h.contains("RFC 3339")));
+    assert!(
+        body(res).await["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("RFC 3339"))
+    );
 
-    let res = post("/api/v1/assets/docker/local/web/skip", json!({"version": ""})).send().await.expect("request");
+    let res = post(
+        "/api/v1/assets/docker/local/web/skip",
+        json!({"version": ""}),
+    )
+    .send()
+    .await
+    .expect("request");
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     assert_eq!(body(res).await["error"], "'version' is empty");
 
-    let res = post("/api/v1/assets/docker/local/web/pin", json!({"constraint": "garbage"})).send().await.expect("request");
-    assert_eq!(res.status(), StatusCode::BAD_REQUEST, "the backend's Invalid maps to 400");
+    let res = post(
+        "/api/v1/assets/docker/local/web/pin",
+        json!({"constraint": "garbage"}),
+    )
+    .send()
+    .await
+    .expect("request");
+    assert_eq!(
+        res.status(),
+        StatusCode::BAD_REQUEST,
+        "the backend's Invalid maps to 400"
+    );
     assert_eq!(body(res).await["hint"], "e.g. ~1.2, ^2, >=1.4 <2");
 
-    let res = c.delete(s.url("/api/v1/assets/docker/local/web/skip")).bearer_auth(ALICE_TOKEN).send().await.expect("request");
-    assert_eq!(res.status(), StatusCode::NOT_FOUND, "skip cannot be deleted");
+    let res = c
+        .delete(s.url("/api/v1/assets/docker/local/web/skip"))
+        .bearer_auth(ALICE_TOKEN)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        res.status(),
+        StatusCode::NOT_FOUND,
+        "skip cannot be deleted"
+    );
     assert!(s.backend.calls().is_empty());
 }
 
@@ -238,7 +370,11 @@ async fn without_configured_tokens_the_api_is_forbidden() {
         .await
         .expect("request");
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
-    assert!(body(res).await["hint"].as_str().is_some_and(|h| h.contains("server.tokens")));
+    assert!(
+        body(res).await["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("server.tokens"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -251,7 +387,10 @@ async fn healthz_is_always_200_and_readyz_follows_the_daemon() {
 
     let res = c.get(s.url("/readyz")).send().await.expect("request");
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(body(res).await, json!({"ready": false, "waiting_for": ["store", "first_cycle"]}));
+    assert_eq!(
+        body(res).await,
+        json!({"ready": false, "waiting_for": ["store", "first_cycle"]})
+    );
     s.readiness.set_store_open();
     let res = c.get(s.url("/readyz")).send().await.expect("request");
     assert_eq!(body(res).await["waiting_for"], json!(["first_cycle"]));
@@ -272,7 +411,11 @@ async fn healthz_is_always_200_and_readyz_follows_the_daemon() {
 async fn graceful_shutdown_finishes_and_frees_the_port() {
     let s = start().await;
     let addr = s.addr;
-    let res = client().get(s.url("/healthz")).send().await.expect("request");
+    let res = client()
+        .get(s.url("/healthz"))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(res.status(), StatusCode::OK);
     s.stop().await.expect("serve returns Ok after shutdown");
     let err = client()
@@ -299,12 +442,25 @@ fn config_validation_reports_every_problem() {
     assert_eq!(
         errors,
         vec![
-            ConfigError::SharedToken { first: "alice".into(), second: "bob".into() },
+            ConfigError::SharedToken {
+                first: "alice".into(),
+                second: "bob".into()
+            },
             ConfigError::EmptyIdentity { index: 2 },
-            ConfigError::DuplicateIdentity { identity: "alice".into() },
-            ConfigError::EmptyToken { index: 4, identity: "carol".into() },
-            ConfigError::EmptyWebhookSecret { webhook: WebhookSource::Quay },
+            ConfigError::DuplicateIdentity {
+                identity: "alice".into()
+            },
+            ConfigError::EmptyToken {
+                index: 4,
+                identity: "carol".into()
+            },
+            ConfigError::EmptyWebhookSecret {
+                webhook: WebhookSource::Quay
+            },
         ]
     );
-    assert!(!format!("{cfg:?}").contains("same"), "Debug never shows a secret");
+    assert!(
+        !format!("{cfg:?}").contains("same"),
+        "Debug never shows a secret"
+    );
 }

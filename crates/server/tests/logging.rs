@@ -48,7 +48,12 @@ async fn no_token_or_secret_reaches_the_log() {
     let s = TestServer::start(cfg, MemBackend::with_fixtures()).await;
     let c = client();
 
-    let res = c.get(s.url("/api/v1/approvals")).bearer_auth(ALICE_TOKEN).send().await.expect("request");
+    let res = c
+        .get(s.url("/api/v1/approvals"))
+        .bearer_auth(ALICE_TOKEN)
+        .send()
+        .await
+        .expect("request");
     assert_eq!(res.status(), StatusCode::OK);
     let res = c
         .post(s.url("/api/v1/approvals/docker/local/web@2.0.0/reject"))
@@ -58,12 +63,19 @@ async fn no_token_or_secret_reaches_the_log() {
         .await
         .expect("request");
     assert_eq!(res.status(), StatusCode::OK);
-    let res = c.get(s.url("/api/v1/assets")).bearer_auth(guessed).send().await.expect("request");
+    let res = c
+        .get(s.url("/api/v1/assets"))
+        .bearer_auth(guessed)
+        .send()
+        .await
+        .expect("request");
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     let res = c
         .post(s.url("/webhooks/quay"))
         .query(&[("secret", quay)])
-        .body(r#"{"repository":"acme/web","docker_url":"quay.io/acme/web","updated_tags":["1.0.0"]}"#)
+        .body(
+            r#"{"repository":"acme/web","docker_url":"quay.io/acme/web","updated_tags":["1.0.0"]}"#,
+        )
         .send()
         .await
         .expect("request");
@@ -107,9 +119,23 @@ async fn no_token_or_secret_reaches_the_log() {
         assert!(log.contains(want), "log lacks {want:?}:\n{log}");
     }
     // ... and no secret, in any form, nor the query string that carried one.
-    for secret in [ALICE_TOKEN, BOB_TOKEN, guessed, quay, dockerhub, harbor, distribution] {
+    for secret in [
+        ALICE_TOKEN,
+        BOB_TOKEN,
+        guessed,
+        quay,
+        dockerhub,
+        harbor,
+        distribution,
+    ] {
         assert!(!log.contains(secret), "the log contains {secret:?}:\n{log}");
     }
-    assert!(!log.contains("secret="), "the log contains a query string:\n{log}");
-    assert!(!log.to_ascii_lowercase().contains("authorization:"), "{log}");
+    assert!(
+        !log.contains("secret="),
+        "the log contains a query string:\n{log}"
+    );
+    assert!(
+        !log.to_ascii_lowercase().contains("authorization:"),
+        "{log}"
+    );
 }

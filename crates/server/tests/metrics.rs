@@ -57,8 +57,20 @@ fn record_events(s: &TestServer) {
     m.health_check_finished("docker", "local", Duration::from_secs(10), true);
     m.health_check_finished("kubernetes", "shop", Duration::from_secs(31), false);
     m.set_assets_tracked([
-        (InventoryLabels { asset_type: "docker".into(), namespace: "local".into() }, 12),
-        (InventoryLabels { asset_type: "kubernetes".into(), namespace: "shop".into() }, 40),
+        (
+            InventoryLabels {
+                asset_type: "docker".into(),
+                namespace: "local".into(),
+            },
+            12,
+        ),
+        (
+            InventoryLabels {
+                asset_type: "kubernetes".into(),
+                namespace: "shop".into(),
+            },
+            40,
+        ),
     ]);
     m.set_pending_updates([(
         PendingLabels {
@@ -69,11 +81,16 @@ fn record_events(s: &TestServer) {
         },
         1,
     )]);
-    m.set_oldest_pending_approval(Some(std::time::SystemTime::now() - Duration::from_secs(600)));
+    m.set_oldest_pending_approval(Some(
+        std::time::SystemTime::now() - Duration::from_secs(600),
+    ));
 }
 
 fn samples(text: &str) -> BTreeSet<String> {
-    text.lines().filter(|l| !l.starts_with('#')).map(str::to_owned).collect()
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -85,13 +102,18 @@ async fn metrics_are_openmetrics_and_promtool_accepts_them() {
     // What Prometheus gets by default: OpenMetrics.
     let res = c
         .get(s.url("/metrics"))
-        .header("Accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5")
+        .header(
+            "Accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
         .send()
         .await
         .expect("scrape");
     assert_eq!(res.status(), 200);
     assert_eq!(
-        res.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        res.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
         Some(OPENMETRICS_CONTENT_TYPE)
     );
     let om = res.text().await.expect("body");
@@ -124,16 +146,24 @@ async fn metrics_are_openmetrics_and_promtool_accepts_them() {
         .await
         .expect("scrape");
     assert_eq!(
-        res.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        res.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
         Some("text/plain; version=0.0.4; charset=utf-8")
     );
     let text = res.text().await.expect("body");
     assert!(text.contains("# TYPE safe_updater_scans_total counter"));
     assert!(text.contains("# TYPE safe_updater_build_info gauge"));
     assert!(!text.contains("# EOF"));
-    assert_eq!(samples(&om), samples(&text), "both formats carry the same samples");
+    assert_eq!(
+        samples(&om),
+        samples(&text),
+        "both formats carry the same samples"
+    );
 
-    let Some(promtool) = tool("promtool") else { return };
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
     let mut child = Command::new(&promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -142,7 +172,10 @@ async fn metrics_are_openmetrics_and_promtool_accepts_them() {
         .spawn()
         .expect("run promtool");
     let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(text.as_bytes()).await.expect("write to promtool");
+    stdin
+        .write_all(text.as_bytes())
+        .await
+        .expect("write to promtool");
     drop(stdin);
     let out = child.wait_with_output().await.expect("promtool output");
     let report = format!(
@@ -150,13 +183,22 @@ async fn metrics_are_openmetrics_and_promtool_accepts_them() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "promtool check metrics failed ({}):\n{report}\n--- input ---\n{text}", out.status);
-    assert!(report.trim().is_empty(), "promtool has lint findings:\n{report}");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed ({}):\n{report}\n--- input ---\n{text}",
+        out.status
+    );
+    assert!(
+        report.trim().is_empty(),
+        "promtool has lint findings:\n{report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_real_prometheus_scrapes_the_endpoint() {
-    let Some(prometheus) = tool("prometheus") else { return };
+    let Some(prometheus) = tool("prometheus") else {
+        return;
+    };
     let s = TestServer::start(config(), MemBackend::default()).await;
     record_events(&s);
 
@@ -177,7 +219,10 @@ async fn a_real_prometheus_scrapes_the_endpoint() {
     let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
     let mut child = Command::new(&prometheus)
         .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .stderr(log)
@@ -190,7 +235,8 @@ async fn a_real_prometheus_scrapes_the_endpoint() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let (target, value) = loop {
         if let Ok(Some(status)) = child.try_wait() {
-            let log = std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
+            let log =
+                std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
             panic!("prometheus exited ({status}):\n{log}");
         }
         let q = c
@@ -209,10 +255,16 @@ async fn a_real_prometheus_scrapes_the_endpoint() {
                     .json()
                     .await
                     .expect("targets JSON");
-                break (targets["data"]["activeTargets"][0].clone(), sample["value"][1].clone());
+                break (
+                    targets["data"]["activeTargets"][0].clone(),
+                    sample["value"][1].clone(),
+                );
             }
         }
-        assert!(Instant::now() < deadline, "prometheus did not ingest our metrics within 60s");
+        assert!(
+            Instant::now() < deadline,
+            "prometheus did not ingest our metrics within 60s"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     assert_eq!(value, "40");
@@ -223,7 +275,10 @@ async fn a_real_prometheus_scrapes_the_endpoint() {
     for (query, want) in [
         ("sum(safe_updater_updates_attempted_total)", "2"),
         ("safe_updater_rollbacks_total{status=\"ok\"}", "1"),
-        ("safe_updater_update_duration_seconds_count{status=\"rolled_back\"}", "1"),
+        (
+            "safe_updater_update_duration_seconds_count{status=\"rolled_back\"}",
+            "1",
+        ),
         ("count(safe_updater_build_info)", "1"),
     ] {
         let v: serde_json::Value = c
@@ -242,7 +297,9 @@ async fn a_real_prometheus_scrapes_the_endpoint() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_shipped_alert_rules_pass_promtool_and_their_unit_tests() {
-    let Some(promtool) = tool("promtool") else { return };
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
     let dir = deploy_dir();
     for args in [
         vec!["check", "rules", "safe-updater-alerts.yml"],

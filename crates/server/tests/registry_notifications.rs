@@ -108,17 +108,28 @@ notifications:
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(Some(st)) = registry.try_wait() {
-            panic!("registry exited ({st}):\n{}", std::fs::read_to_string(&log_path).unwrap_or_default());
+            panic!(
+                "registry exited ({st}):\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
         }
-        if c.get(format!("http://127.0.0.1:{port}/v2/")).send().await.is_ok_and(|r| r.status() == 200) {
+        if c.get(format!("http://127.0.0.1:{port}/v2/"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "the registry did not answer within 20s");
+        assert!(
+            Instant::now() < deadline,
+            "the registry did not answer within 20s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // An image to push: the dev-env's local build, else pulled from the open registry.
-    let local = std::env::var("SAFE_UPDATER_E2E_IMAGE_LOCAL").unwrap_or_else(|_| "safe-updater-dev/web".into());
+    let local = std::env::var("SAFE_UPDATER_E2E_IMAGE_LOCAL")
+        .unwrap_or_else(|_| "safe-updater-dev/web".into());
     let mut source = format!("{local}:1.0.0");
     if !docker(&["image", "inspect", &source]).await.0 {
         source = format!("{open_registry}/demo/web:1.0.0");
@@ -140,17 +151,28 @@ notifications:
         .unwrap_or_else(|| panic!("no digest in docker push output: {out}"));
 
     let deadline = Instant::now() + Duration::from_secs(30);
-    let unauthorized = "safe_updater_webhook_requests_total{source=\"distribution\",status=\"unauthorized\"}";
+    let unauthorized =
+        "safe_updater_webhook_requests_total{source=\"distribution\",status=\"unauthorized\"}";
     loop {
         let pushes = s.backend.pushes();
-        let ours: Vec<_> = pushes.iter().filter(|p| p.tag.as_deref() == Some(tag.as_str())).collect();
+        let ours: Vec<_> = pushes
+            .iter()
+            .filter(|p| p.tag.as_deref() == Some(tag.as_str()))
+            .collect();
         let metrics = s.metrics.render().expect("render");
         if !ours.is_empty() && metrics.contains(unauthorized) {
-            assert_eq!(ours.len(), 1, "one manifest push, one event (blob pushes are not events): {pushes:?}");
+            assert_eq!(
+                ours.len(),
+                1,
+                "one manifest push, one event (blob pushes are not events): {pushes:?}"
+            );
             let e = ours[0];
             assert_eq!(e.source, WebhookSource::Distribution);
             assert_eq!(e.repository, "notify-e2e/web");
-            assert_eq!(e.registry.as_deref(), Some(format!("127.0.0.1:{port}").as_str()));
+            assert_eq!(
+                e.registry.as_deref(),
+                Some(format!("127.0.0.1:{port}").as_str())
+            );
             assert_eq!(e.digest.as_deref(), Some(pushed_digest.as_str()));
             assert!(
                 pushes.iter().all(|p| p.repository == "notify-e2e/web"),

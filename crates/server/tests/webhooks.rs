@@ -29,7 +29,9 @@ fn cfg() -> ServerConfig {
 }
 
 fn fixture(name: &str) -> Vec<u8> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/webhooks").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/webhooks")
+        .join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -56,18 +58,26 @@ fn ev(
 }
 
 /// Posts a fixture the way its sender would (with the right credentials).
-async fn deliver(s: &TestServer, source: &str, file: &str, github_event: Option<&str>) -> (StatusCode, Value) {
+async fn deliver(
+    s: &TestServer,
+    source: &str,
+    file: &str,
+    github_event: Option<&str>,
+) -> (StatusCode, Value) {
     let body = fixture(file);
     let c = client();
-    let mut req = c.post(s.url(&format!("/webhooks/{source}"))).header("content-type", "application/json");
+    let mut req = c
+        .post(s.url(&format!("/webhooks/{source}")))
+        .header("content-type", "application/json");
     match source {
         "dockerhub" => req = req.query(&[("secret", DOCKERHUB)]),
         "quay" => req = req.query(&[("secret", QUAY)]),
         "harbor" => req = req.header("authorization", HARBOR),
         "distribution" => {
-            req = req
-                .header("authorization", DISTRIBUTION)
-                .header("content-type", "application/vnd.docker.distribution.events.v1+json")
+            req = req.header("authorization", DISTRIBUTION).header(
+                "content-type",
+                "application/vnd.docker.distribution.events.v1+json",
+            )
         }
         "github" => {
             req = req
@@ -87,7 +97,18 @@ async fn every_vendor_payload_becomes_the_push_events_it_describes() {
     use WebhookSource::*;
     let s = TestServer::start(cfg(), MemBackend::default()).await;
     let cases: Vec<(&str, &str, Option<&str>, Vec<PushEvent>)> = vec![
-        ("dockerhub", "dockerhub-push.json", None, vec![ev(DockerHub, Some("docker.io"), "acme/web", Some("1.4.2"), None)]),
+        (
+            "dockerhub",
+            "dockerhub-push.json",
+            None,
+            vec![ev(
+                DockerHub,
+                Some("docker.io"),
+                "acme/web",
+                Some("1.4.2"),
+                None,
+            )],
+        ),
         (
             "github",
             "github-package-published.json",
@@ -119,15 +140,33 @@ async fn every_vendor_payload_becomes_the_push_events_it_describes() {
             "harbor-push-artifact.json",
             None,
             vec![
-                ev(Harbor, Some("harbor.acme.example"), "acme/web", Some("1.4.2"), Some("sha256:5d41402abc4b2a76b9719d911017c592ae5d41402abc4b2a76b9719d911017c5")),
-                ev(Harbor, Some("harbor.acme.example"), "acme/web", None, Some("sha256:954b378c375d852eb3c63ab88978f640b4348b01c1b3456a024a81536dafbbf4")),
+                ev(
+                    Harbor,
+                    Some("harbor.acme.example"),
+                    "acme/web",
+                    Some("1.4.2"),
+                    Some("sha256:5d41402abc4b2a76b9719d911017c592ae5d41402abc4b2a76b9719d911017c5"),
+                ),
+                ev(
+                    Harbor,
+                    Some("harbor.acme.example"),
+                    "acme/web",
+                    None,
+                    Some("sha256:954b378c375d852eb3c63ab88978f640b4348b01c1b3456a024a81536dafbbf4"),
+                ),
             ],
         ),
         (
             "harbor",
             "harbor-cloudevents-push.json",
             None,
-            vec![ev(Harbor, Some("harbor.acme.example:8443"), "acme/api", Some("1.4.2"), Some("sha256:5d41402abc4b2a76b9719d911017c592ae5d41402abc4b2a76b9719d911017c5"))],
+            vec![ev(
+                Harbor,
+                Some("harbor.acme.example:8443"),
+                "acme/api",
+                Some("1.4.2"),
+                Some("sha256:5d41402abc4b2a76b9719d911017c592ae5d41402abc4b2a76b9719d911017c5"),
+            )],
         ),
         ("harbor", "harbor-pull-artifact.json", None, vec![]),
         (
@@ -139,18 +178,41 @@ async fn every_vendor_payload_becomes_the_push_events_it_describes() {
                 ev(Quay, Some("quay.io"), "acme/web", Some("latest"), None),
             ],
         ),
-        ("quay", "quay-repository-push-legacy.json", None, vec![ev(Quay, Some("quay.acme.example"), "acme/worker", Some("2.1.0"), None)]),
+        (
+            "quay",
+            "quay-repository-push-legacy.json",
+            None,
+            vec![ev(
+                Quay,
+                Some("quay.acme.example"),
+                "acme/worker",
+                Some("2.1.0"),
+                None,
+            )],
+        ),
         (
             "distribution",
             "distribution-events.json",
             None,
-            vec![ev(Distribution, Some("registry.acme.example:5000"), "acme/web", Some("1.4.2"), Some("sha256:fea8895f450959fa676bcc1df0611ea93823a735a01205fd8622846041d0c7cf"))],
+            vec![ev(
+                Distribution,
+                Some("registry.acme.example:5000"),
+                "acme/web",
+                Some("1.4.2"),
+                Some("sha256:fea8895f450959fa676bcc1df0611ea93823a735a01205fd8622846041d0c7cf"),
+            )],
         ),
         (
             "distribution",
             "distribution-2.8-real-push.json",
             None,
-            vec![ev(Distribution, Some("127.0.0.1:18932"), "capture/web", Some("1.0.0"), Some("sha256:565565222478b9b8b7ce832976210e0e219583ec05633a84b0d656745b287754"))],
+            vec![ev(
+                Distribution,
+                Some("127.0.0.1:18932"),
+                "capture/web",
+                Some("1.0.0"),
+                Some("sha256:565565222478b9b8b7ce832976210e0e219583ec05633a84b0d656745b287754"),
+            )],
         ),
     ];
     for (source, file, gh_event, want) in cases {
@@ -164,7 +226,12 @@ async fn every_vendor_payload_becomes_the_push_events_it_describes() {
         assert_eq!(s.backend.pushes()[before..], want[..], "{file}");
     }
     let metrics = s.metrics.render().expect("render");
-    assert!(metrics.contains("safe_updater_webhook_requests_total{source=\"github\",status=\"accepted\"} 4"), "{metrics}");
+    assert!(
+        metrics.contains(
+            "safe_updater_webhook_requests_total{source=\"github\",status=\"accepted\"} 4"
+        ),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -175,7 +242,11 @@ async fn wrong_or_missing_credentials_are_401_and_reach_nothing() {
     let body = fixture("github-package-published.json");
 
     let attempts: Vec<(&str, reqwest::RequestBuilder)> = vec![
-        ("github: no signature", send("/webhooks/github", "github-package-published.json").header("x-github-event", "package")),
+        (
+            "github: no signature",
+            send("/webhooks/github", "github-package-published.json")
+                .header("x-github-event", "package"),
+        ),
         (
             "github: signed with another key",
             send("/webhooks/github", "github-package-published.json")
@@ -193,14 +264,37 @@ async fn wrong_or_missing_credentials_are_401_and_reach_nothing() {
             "github: sha1 signature only",
             send("/webhooks/github", "github-package-published.json")
                 .header("x-github-event", "package")
-                .header("x-hub-signature", "sha1=0123456789abcdef0123456789abcdef01234567"),
+                .header(
+                    "x-hub-signature",
+                    "sha1=0123456789abcdef0123456789abcdef01234567",
+                ),
         ),
-        ("harbor: no header", send("/webhooks/harbor", "harbor-push-artifact.json")),
-        ("harbor: wrong header", send("/webhooks/harbor", "harbor-push-artifact.json").header("authorization", "harbor-secret-2f0c5")),
-        ("distribution: wrong header", send("/webhooks/distribution", "distribution-events.json").header("authorization", "Bearer nope")),
-        ("quay: no secret", send("/webhooks/quay", "quay-repository-push.json")),
-        ("quay: wrong secret", send("/webhooks/quay", "quay-repository-push.json").query(&[("secret", DOCKERHUB)])),
-        ("dockerhub: secret in a header is not enough", send("/webhooks/dockerhub", "dockerhub-push.json").header("authorization", DOCKERHUB)),
+        (
+            "harbor: no header",
+            send("/webhooks/harbor", "harbor-push-artifact.json"),
+        ),
+        (
+            "harbor: wrong header",
+            send("/webhooks/harbor", "harbor-push-artifact.json")
+                .header("authorization", "harbor-secret-2f0c5"),
+        ),
+        (
+            "distribution: wrong header",
+            send("/webhooks/distribution", "distribution-events.json")
+                .header("authorization", "Bearer nope"),
+        ),
+        (
+            "quay: no secret",
+            send("/webhooks/quay", "quay-repository-push.json"),
+        ),
+        (
+            "quay: wrong secret",
+            send("/webhooks/quay", "quay-repository-push.json").query(&[("secret", DOCKERHUB)]),
+        ),
+        (
+            "dockerhub: secret in a header is not enough",
+            send("/webhooks/dockerhub", "dockerhub-push.json").header("authorization", DOCKERHUB),
+        ),
     ];
     for (what, req) in attempts {
         let res = req.send().await.expect("request");
@@ -218,7 +312,12 @@ async fn wrong_or_missing_credentials_are_401_and_reach_nothing() {
         .expect("request");
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     let m = s.metrics.render().expect("render");
-    assert!(m.contains("safe_updater_webhook_requests_total{source=\"github\",status=\"unauthorized\"} 4"), "{m}");
+    assert!(
+        m.contains(
+            "safe_updater_webhook_requests_total{source=\"github\",status=\"unauthorized\"} 4"
+        ),
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -238,14 +337,24 @@ async fn garbage_is_400_with_a_reason_and_unknown_or_disabled_sources_404() {
     for (source, body, want) in cases {
         let res = c
             .post(s.url(&format!("/webhooks/{source}")))
-            .header("authorization", if source == "harbor" { HARBOR } else { DISTRIBUTION })
+            .header(
+                "authorization",
+                if source == "harbor" {
+                    HARBOR
+                } else {
+                    DISTRIBUTION
+                },
+            )
             .body(body)
             .send()
             .await
             .expect("request");
         assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{want}");
         let b: Value = res.json().await.expect("JSON");
-        assert!(b["error"].as_str().is_some_and(|e| e.contains(want)), "{want} vs {b}");
+        assert!(
+            b["error"].as_str().is_some_and(|e| e.contains(want)),
+            "{want} vs {b}"
+        );
     }
     let body = br#"{"repository":{"name":"web"}}"#;
     let res = c
@@ -257,17 +366,39 @@ async fn garbage_is_400_with_a_reason_and_unknown_or_disabled_sources_404() {
         .expect("request");
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     let b: Value = res.json().await.expect("JSON");
-    assert_eq!(b["error"], "not a dockerhub push notification: it has no repository.repo_name");
+    assert_eq!(
+        b["error"],
+        "not a dockerhub push notification: it has no repository.repo_name"
+    );
 
-    let res = c.post(s.url("/webhooks/quay")).query(&[("secret", QUAY)]).body(fixture("quay-repository-push.json")).send().await.expect("request");
+    let res = c
+        .post(s.url("/webhooks/quay"))
+        .query(&[("secret", QUAY)])
+        .body(fixture("quay-repository-push.json"))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
     let b: Value = res.json().await.expect("JSON");
     assert_eq!(b["error"], "the quay webhook is not enabled");
-    let res = c.post(s.url("/webhooks/gitlab")).body("{}").send().await.expect("request");
+    let res = c
+        .post(s.url("/webhooks/gitlab"))
+        .body("{}")
+        .send()
+        .await
+        .expect("request");
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
     let b: Value = res.json().await.expect("JSON");
-    assert!(b["hint"].as_str().is_some_and(|h| h.contains("distribution")));
-    let res = c.get(s.url("/webhooks/harbor")).send().await.expect("request");
+    assert!(
+        b["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("distribution"))
+    );
+    let res = c
+        .get(s.url("/webhooks/harbor"))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert!(s.backend.pushes().is_empty());
 }

@@ -19,13 +19,38 @@ pub const BOB_TOKEN: &str = "bob-token-77e2d0";
 /// A call the handlers made, with the operator they passed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Call {
-    Approve { id: String, operator: String },
-    Reject { id: String, operator: String, reason: String },
-    Skip { asset: String, version: String, operator: String },
-    Snooze { asset: String, until: Timestamp, operator: String },
-    Unsnooze { asset: String, operator: String },
-    Pin { asset: String, constraint: String, operator: String },
-    Unpin { asset: String, operator: String },
+    Approve {
+        id: String,
+        operator: String,
+    },
+    Reject {
+        id: String,
+        operator: String,
+        reason: String,
+    },
+    Skip {
+        asset: String,
+        version: String,
+        operator: String,
+    },
+    Snooze {
+        asset: String,
+        until: Timestamp,
+        operator: String,
+    },
+    Unsnooze {
+        asset: String,
+        operator: String,
+    },
+    Pin {
+        asset: String,
+        constraint: String,
+        operator: String,
+    },
+    Unpin {
+        asset: String,
+        operator: String,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -47,10 +72,28 @@ impl MemBackend {
         let b = MemBackend::default();
         {
             let mut s = b.lock();
-            s.pending.push(approval("docker/local/web@2.0.0", "docker/local/web", "1.1.0", "2.0.0", "major"));
-            s.pending.push(approval("k8s/prod/shop/Deployment/api/api@1.5.0", "k8s/prod/shop/Deployment/api/api", "1.4.2", "1.5.0", "minor"));
-            s.assets.push(asset("docker/local/web", "container", "docker", None));
-            s.assets.push(asset("k8s/prod/shop/Deployment/api/api", "Deployment", "kubernetes", Some("shop")));
+            s.pending.push(approval(
+                "docker/local/web@2.0.0",
+                "docker/local/web",
+                "1.1.0",
+                "2.0.0",
+                "major",
+            ));
+            s.pending.push(approval(
+                "k8s/prod/shop/Deployment/api/api@1.5.0",
+                "k8s/prod/shop/Deployment/api/api",
+                "1.4.2",
+                "1.5.0",
+                "minor",
+            ));
+            s.assets
+                .push(asset("docker/local/web", "container", "docker", None));
+            s.assets.push(asset(
+                "k8s/prod/shop/Deployment/api/api",
+                "Deployment",
+                "kubernetes",
+                Some("shop"),
+            ));
         }
         b
     }
@@ -71,17 +114,22 @@ impl MemBackend {
         if self.lock().assets.iter().any(|a| a.id == id) {
             Ok(())
         } else {
-            Err(BackendError::not_found(format!("no asset '{id}'")).with_hint("GET /api/v1/assets lists them"))
+            Err(BackendError::not_found(format!("no asset '{id}'"))
+                .with_hint("GET /api/v1/assets lists them"))
         }
     }
 
     fn take_pending(&self, id: &str) -> BackendResult<()> {
         let mut s = self.lock();
         if s.decided.iter().any(|d| d == id) {
-            return Err(BackendError::conflict(format!("'{id}' was already decided")));
+            return Err(BackendError::conflict(format!(
+                "'{id}' was already decided"
+            )));
         }
         let Some(pos) = s.pending.iter().position(|p| p.id == id) else {
-            return Err(BackendError::not_found(format!("no pending approval '{id}'")));
+            return Err(BackendError::not_found(format!(
+                "no pending approval '{id}'"
+            )));
         };
         s.pending.remove(pos);
         s.decided.push(id.to_owned());
@@ -93,7 +141,13 @@ impl MemBackend {
     }
 }
 
-pub fn approval(id: &str, asset: &str, current: &str, candidate: &str, update_type: &str) -> PendingApproval {
+pub fn approval(
+    id: &str,
+    asset: &str,
+    current: &str,
+    candidate: &str,
+    update_type: &str,
+) -> PendingApproval {
     PendingApproval {
         id: id.to_owned(),
         asset_id: asset.to_owned(),
@@ -128,13 +182,20 @@ impl Backend for MemBackend {
 
     async fn approve(&self, id: String, operator: Operator) -> BackendResult<()> {
         self.take_pending(&id)?;
-        self.record(Call::Approve { id, operator: operator.name });
+        self.record(Call::Approve {
+            id,
+            operator: operator.name,
+        });
         Ok(())
     }
 
     async fn reject(&self, id: String, operator: Operator, reason: String) -> BackendResult<()> {
         self.take_pending(&id)?;
-        self.record(Call::Reject { id, operator: operator.name, reason });
+        self.record(Call::Reject {
+            id,
+            operator: operator.name,
+            reason,
+        });
         Ok(())
     }
 
@@ -142,38 +203,73 @@ impl Backend for MemBackend {
         Ok(self.lock().assets.clone())
     }
 
-    async fn skip_version(&self, asset: String, version: String, operator: Operator) -> BackendResult<()> {
+    async fn skip_version(
+        &self,
+        asset: String,
+        version: String,
+        operator: Operator,
+    ) -> BackendResult<()> {
         self.asset_known(&asset)?;
-        self.record(Call::Skip { asset, version, operator: operator.name });
+        self.record(Call::Skip {
+            asset,
+            version,
+            operator: operator.name,
+        });
         Ok(())
     }
 
-    async fn snooze(&self, asset: String, until: Timestamp, operator: Operator) -> BackendResult<()> {
+    async fn snooze(
+        &self,
+        asset: String,
+        until: Timestamp,
+        operator: Operator,
+    ) -> BackendResult<()> {
         self.asset_known(&asset)?;
-        self.record(Call::Snooze { asset, until, operator: operator.name });
+        self.record(Call::Snooze {
+            asset,
+            until,
+            operator: operator.name,
+        });
         Ok(())
     }
 
     async fn unsnooze(&self, asset: String, operator: Operator) -> BackendResult<()> {
         self.asset_known(&asset)?;
-        self.record(Call::Unsnooze { asset, operator: operator.name });
+        self.record(Call::Unsnooze {
+            asset,
+            operator: operator.name,
+        });
         Ok(())
     }
 
-    async fn pin(&self, asset: String, constraint: String, operator: Operator) -> BackendResult<()> {
+    async fn pin(
+        &self,
+        asset: String,
+        constraint: String,
+        operator: Operator,
+    ) -> BackendResult<()> {
         self.asset_known(&asset)?;
         if constraint.contains("garbage") {
             // Stands in for the core's constraint parser refusing the text.
-            return Err(BackendError::invalid(format!("'{constraint}' is not a version constraint"))
-                .with_hint("e.g. ~1.2, ^2, >=1.4 <2"));
+            return Err(BackendError::invalid(format!(
+                "'{constraint}' is not a version constraint"
+            ))
+            .with_hint("e.g. ~1.2, ^2, >=1.4 <2"));
         }
-        self.record(Call::Pin { asset, constraint, operator: operator.name });
+        self.record(Call::Pin {
+            asset,
+            constraint,
+            operator: operator.name,
+        });
         Ok(())
     }
 
     async fn unpin(&self, asset: String, operator: Operator) -> BackendResult<()> {
         self.asset_known(&asset)?;
-        self.record(Call::Unpin { asset, operator: operator.name });
+        self.record(Call::Unpin {
+            asset,
+            operator: operator.name,
+        });
         Ok(())
     }
 
@@ -186,7 +282,10 @@ impl Backend for MemBackend {
 pub fn config() -> ServerConfig {
     ServerConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
-        tokens: vec![ApiToken::new("alice", ALICE_TOKEN), ApiToken::new("bob", BOB_TOKEN)],
+        tokens: vec![
+            ApiToken::new("alice", ALICE_TOKEN),
+            ApiToken::new("bob", BOB_TOKEN),
+        ],
         webhooks: WebhookSecrets::default(),
     }
 }
@@ -212,8 +311,15 @@ impl TestServer {
         let backend = Arc::new(backend);
         let metrics = Metrics::new();
         let readiness = Readiness::new();
-        let state = AppState::new(&config, Arc::clone(&backend), metrics.clone(), readiness.clone());
-        let listener = safe_updater_server::bind(&config).await.expect("bind 127.0.0.1:0");
+        let state = AppState::new(
+            &config,
+            Arc::clone(&backend),
+            metrics.clone(),
+            readiness.clone(),
+        );
+        let listener = safe_updater_server::bind(&config)
+            .await
+            .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(serve(listener, router(state), async {
