@@ -22,6 +22,17 @@ impl Secret {
         Secret { value, digest }
     }
 
+    /// Reads a secret from a file (`token_file`, a mounted Kubernetes Secret). One trailing
+    /// newline is dropped, since `echo token > file` writes one; anything else is kept.
+    pub fn from_file(path: &std::path::Path) -> std::io::Result<Secret> {
+        let text = std::fs::read_to_string(path)?;
+        let value = text
+            .strip_suffix("\r\n")
+            .or_else(|| text.strip_suffix('\n'))
+            .unwrap_or(&text);
+        Ok(Secret::new(value))
+    }
+
     /// The value, for code that must send it somewhere (never for logging).
     pub fn expose(&self) -> &str {
         &self.value
@@ -71,5 +82,25 @@ mod tests {
         assert!(!s.matches(b"s3cr3t-value "));
         assert!(!s.matches(b""));
         assert_eq!(format!("{s:?}"), "Secret(***)");
+    }
+
+    #[test]
+    fn a_secret_file_loses_one_trailing_newline_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (content, want) in [
+            ("tok\n", "tok"),
+            ("tok", "tok"),
+            ("tok\r\n", "tok"),
+            (" tok \n\n", " tok \n"),
+        ] {
+            let p = dir.path().join("t");
+            std::fs::write(&p, content).expect("write");
+            assert_eq!(
+                Secret::from_file(&p).expect("read").expose(),
+                want,
+                "{content:?}"
+            );
+        }
+        assert!(Secret::from_file(&dir.path().join("missing")).is_err());
     }
 }
