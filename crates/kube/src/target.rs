@@ -308,7 +308,7 @@ impl KubeTarget {
             filter.namespace_allowed(meta.namespace.as_deref().unwrap_or(""))
         };
         // Group the helpers by namespace once, so mapping stays linear in the objects listed.
-        let mut by_ns: BTreeMap<String, (Vec<Pod>, Vec<ReplicaSet>, Vec<Job>)> = BTreeMap::new();
+        let mut by_ns: BTreeMap<String, NamespaceLists> = BTreeMap::new();
         for p in pods.into_iter().filter(|p| in_scope(&p.metadata)) {
             by_ns
                 .entry(p.metadata.namespace.clone().unwrap_or_default())
@@ -544,6 +544,9 @@ impl KubeTarget {
         }
     }
 }
+
+/// Pods, ReplicaSets and Jobs of one namespace.
+type NamespaceLists = (Vec<Pod>, Vec<ReplicaSet>, Vec<Job>);
 
 fn soft(e: KubeError, report: &mut DiscoveryReport) -> Result<(), KubeError> {
     let forbidden_or_missing = matches!(&e, KubeError::Api { source: kube::Error::Api(s), .. } if s.code == 403 || s.code == 404);
