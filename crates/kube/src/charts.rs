@@ -49,7 +49,10 @@ pub fn chart_block(index: &str, chart: &str) -> Option<String> {
         }
         match &mut block {
             Some((chart_indent, body)) => {
-                if indent <= *chart_indent {
+                // Helm writes the list at the key's own indentation (`  demo-web:` then
+                // `  - name: …`); the next key at that indentation ends the block.
+                let same_level_item = indent == *chart_indent && trimmed.starts_with('-');
+                if indent < *chart_indent || (indent == *chart_indent && !same_level_item) {
                     break;
                 }
                 body.push(line);
