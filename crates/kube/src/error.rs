@@ -54,7 +54,8 @@ pub enum KubeError {
 }
 
 impl KubeError {
-    pub(crate) fn api(step: impl fmt::Display, source: kube::Error) -> KubeError {
+    /// Wraps a client error, bringing the guard's refusals back out as their own variants.
+    pub fn api(step: impl fmt::Display, source: kube::Error) -> KubeError {
         // The read-only and table guards travel through kube's error as a service error;
         // bring them back out so callers can match on them.
         if let kube::Error::Service(inner) = &source
