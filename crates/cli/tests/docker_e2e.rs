@@ -285,3 +285,216 @@ fn run_once_applies_the_patch_rolls_back_the_bad_build_and_holds_the_major() {
     let (code, verify, _) = safe_updater(&dir, &config, &["audit", "verify"]);
     assert_eq!(code, 0, "{verify}");
 }
+
+fn asset_ids(dir: &TempDir, config: &str) -> Vec<String> {
+    let (_, list, _) = safe_updater(dir, config, &["list-assets"]);
+    list.as_array()
+        .expect("list-assets prints an array")
+        .iter()
+        .filter_map(|a| a["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn audit_actions(dir: &TempDir, config: &str, asset: &str) -> Vec<Value> {
+    let out = Bin::cargo_bin("safe-updater")
+        .expect("binary built")
+        .arg("--config")
+        .arg(dir.path().join("config.yaml"))
+        .arg("--state")
+        .arg(dir.path().join("state.db"))
+        .args(["audit", "export", "--format", "jsonl"])
+        .output()
+        .expect("runs");
+    let _ = config;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["asset_id"] == asset)
+        .collect()
+}
+
+/// Pulls from the basic-auth and the bearer-token registries with the credentials of the
+/// config (and fails without them); Watchtower's lifecycle hooks run and decide; configured
+/// TCP and exec checks verify; a container that is gone leaves the inventory.
+#[test]
+fn private_registries_hooks_and_configured_checks() {
+    let basic = env_var("SAFE_UPDATER_E2E_REGISTRY_BASIC");
+    let token = env_var("SAFE_UPDATER_E2E_REGISTRY_TOKEN");
+    let open = env_var("SAFE_UPDATER_E2E_REGISTRY_OPEN");
+    let user = env_var("SAFE_UPDATER_E2E_REGISTRY_USER");
+    let docker_config = env_var("SAFE_UPDATER_E2E_DOCKER_CONFIG");
+    let pid = std::process::id();
+    let n = |what: &str| format!("su-e2e-priv-{what}-{pid}");
+    let names = [
+        "basic", "token", "pre75", "prefail", "post", "postbad", "checks", "checkbad",
+    ];
+    let mut guard: Vec<String> = names.iter().map(|w| n(w)).collect();
+    guard.extend(names.iter().map(|w| format!("{}.su-old", n(w))));
+    let _guard = Containers(guard);
+    let with_config = |args: &[&str]| {
+        let mut full = vec!["--config", docker_config.as_str()];
+        full.extend_from_slice(args);
+        docker(&full)
+    };
+    with_config(&["pull", "-q", &format!("{basic}/demo/web:1.0.0")]);
+    with_config(&["pull", "-q", &format!("{token}/demo/web:1.0.0")]);
+    docker(&["pull", "-q", &format!("{open}/demo/web:1.0.0")]);
+    let run = |name: &str, image: &str, labels: &[&str]| {
+        let mut args = vec!["run", "-d", "--name", name];
+        for l in labels {
+            args.extend(["--label", l]);
+        }
+        args.push(image);
+        docker(&args);
+    };
+    run(&n("basic"), &format!("{basic}/demo/web:1.0.0"), &[]);
+    run(&n("token"), &format!("{token}/demo/web:1.0.0"), &[]);
+    let web = format!("{open}/demo/web:1.0.0");
+    run(
+        &n("pre75"),
+        &web,
+        &["com.centurylinklabs.watchtower.lifecycle.pre-update=echo not now; exit 75"],
+    );
+    run(
+        &n("prefail"),
+        &web,
+        &["com.centurylinklabs.watchtower.lifecycle.pre-update=exit 2"],
+    );
+    run(
+        &n("post"),
+        &web,
+        &[
+            "com.centurylinklabs.watchtower.lifecycle.pre-update=echo draining",
+            "com.centurylinklabs.watchtower.lifecycle.post-update=grep -q 1.0.1 /www/version",
+        ],
+    );
+    run(
+        &n("postbad"),
+        &web,
+        &["safe-updater.io/post-update=echo migration failed; exit 3"],
+    );
+    run(&n("checks"), &web, &["safe-updater.io/health-tcp=8080"]);
+    run(&n("checkbad"), &web, &[]);
+
+    let dir = TempDir::new().expect("tempdir");
+    let base = format!(
+        "{}health:\n  window: 4s\n  interval: 1s\n  failure_threshold: 2\n  checks:\n    - match: {{ name: \"{checks}\" }}\n      exec: {{ command: [cat, /www/version], output_contains: \"1.0.1\" }}\n    - match: {{ name: \"{checkbad}\" }}\n      exec: {{ command: [cat, /www/missing] }}\npolicy:\n  enabled: false\nresources:\n  - match: {{ name: \"su-e2e-priv-*-{pid}\" }}\n    policy: {{ enabled: true }}\nregistries:\n  docker_config: {dir}/no-such-docker-config.json\n",
+        engine_config(""),
+        checks = n("checks"),
+        checkbad = n("checkbad"),
+        dir = dir.path().display(),
+    );
+    let (code, scan, stderr) = safe_updater(&dir, &base, &["scan"]);
+    assert_eq!(code, 0, "{scan} {stderr}");
+    let update = |config: &str, what: &str| -> Value {
+        let (_, out, stderr) = safe_updater(
+            &dir,
+            config,
+            &[
+                "update",
+                &format!("docker/local/{}", n(what)),
+                "--to",
+                "1.0.1",
+            ],
+        );
+        let one = out
+            .as_array()
+            .and_then(|a| a.first())
+            .cloned()
+            .unwrap_or(out);
+        assert!(one.get("status").is_some(), "{what}: {one} {stderr}");
+        one
+    };
+
+    // Without credentials the private pulls fail, and nothing changes.
+    for what in ["basic", "token"] {
+        let o = update(&base, what);
+        assert_eq!(o["status"], "failed", "{what}: {o}");
+        assert!(
+            docker(&["inspect", "--format", "{{.Config.Image}}", &n(what)]).ends_with(":1.0.0")
+        );
+    }
+    // With them (from the environment, never in the file) they succeed.
+    let password_var = "SAFE_UPDATER_E2E_REGISTRY_PASSWORD";
+    let creds = format!(
+        "{base}  credentials:\n    - {{ registry: \"{basic}\", username: {user}, password_env: {password_var} }}\n    - {{ registry: \"{token}\", username: {user}, password_env: {password_var} }}\n"
+    );
+    // A failed version is not retried, so these go to 1.0.1 by a fresh state's eyes: clear it.
+    std::fs::remove_file(dir.path().join("state.db")).expect("state removed");
+    for ext in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("state.db{ext}")));
+    }
+    let (code, _, stderr) = safe_updater(&dir, &creds, &["scan"]);
+    assert_eq!(code, 0, "{stderr}");
+    for what in ["basic", "token"] {
+        let o = update(&creds, what);
+        assert_eq!(o["status"], "succeeded", "{what}: {o}");
+        assert!(
+            docker(&["inspect", "--format", "{{.Config.Image}}", &n(what)]).ends_with(":1.0.1")
+        );
+    }
+
+    // Lifecycle hooks.
+    let o = update(&creds, "pre75");
+    assert_eq!(o["status"], "skipped", "{o}");
+    assert!(docker(&["inspect", "--format", "{{.Config.Image}}", &n("pre75")]).ends_with(":1.0.0"));
+    let o = update(&creds, "prefail");
+    assert_eq!(o["status"], "not_started", "{o}");
+    assert!(
+        o["detail"].as_str().unwrap_or("").contains("exited with 2"),
+        "{o}"
+    );
+    let o = update(&creds, "post");
+    assert_eq!(o["status"], "succeeded", "{o}");
+    let post_audit = audit_actions(&dir, &creds, &format!("docker/local/{}", n("post")));
+    let actions: Vec<&str> = post_audit
+        .iter()
+        .filter_map(|r| r["action"].as_str())
+        .collect();
+    assert!(
+        actions.contains(&"hook.pre_update") && actions.contains(&"hook.post_update"),
+        "{actions:?}"
+    );
+    let o = update(&creds, "postbad");
+    assert_eq!(o["status"], "rolled_back", "{o}");
+    assert!(
+        o["detail"].as_str().unwrap_or("").contains("post-update"),
+        "{o}"
+    );
+    assert!(
+        docker(&[
+            "inspect",
+            "--format",
+            "{{.Config.Image}} {{.State.Running}}",
+            &n("postbad")
+        ])
+        .ends_with(":1.0.0 true")
+    );
+
+    // Configured exec check (and the TCP label) pass on 1.0.1; a failing one rolls back.
+    let o = update(&creds, "checks");
+    assert_eq!(o["status"], "succeeded", "{o}");
+    let o = update(&creds, "checkbad");
+    assert_eq!(o["status"], "rolled_back", "{o}");
+    assert!(
+        o["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("exec cat /www/missing"),
+        "{o}"
+    );
+
+    // A container that is gone leaves the inventory at the next scan.
+    let gone = format!("docker/local/{}", n("checkbad"));
+    assert!(asset_ids(&dir, &creds).contains(&gone));
+    docker(&["rm", "-f", &n("checkbad")]);
+    let (code, scan, _) = safe_updater(&dir, &creds, &["scan"]);
+    assert_eq!(code, 0);
+    assert!(
+        scan["removed"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x == gone.as_str())),
+        "{scan}"
+    );
+    assert!(!asset_ids(&dir, &creds).contains(&gone));
+}

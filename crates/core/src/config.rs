@@ -21,6 +21,9 @@ use serde::Deserialize;
 
 use crate::asset::AssetKind;
 use crate::constraint::Constraint;
+use crate::health::{
+    CheckRule, CheckSpec, ExecSpec, HttpSpec, SecretRef, TcpSpec, parse_status_range,
+};
 use crate::policy::{
     Gate, GateClass, Layer, Matcher, OnFailure, Policy, Setting, VariantMatch, Window, glob_regex,
     parse_duration, parse_versioning,
@@ -42,6 +45,8 @@ pub struct Config {
     pub docker: DockerConfig,
     pub registries: RegistriesConfig,
     pub health: HealthConfig,
+    /// Configured health checks (`health.checks`), each for the resources it matches.
+    pub health_checks: Vec<CheckRule>,
 }
 
 /// How an update is verified after it is applied.
@@ -239,6 +244,69 @@ struct RawHealth {
     failure_threshold: Option<u32>,
     remove_old_image: Option<bool>,
     max_attempts: Option<u32>,
+    #[serde(default)]
+    checks: Vec<RawCheck>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    name: Option<String>,
+    #[serde(rename = "match", default)]
+    matcher: RawMatch,
+    http: Option<RawHttp>,
+    tcp: Option<RawTcp>,
+    exec: Option<RawExec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    url: String,
+    method: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    expect_status: Option<String>,
+    body_contains: Option<String>,
+    timeout: Option<String>,
+    tls_verify: Option<bool>,
+    ca_file: Option<String>,
+    follow_redirects: Option<bool>,
+    basic_auth: Option<RawBasicAuth>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBasicAuth {
+    username: String,
+    password: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<String>,
+}
+
+impl fmt::Debug for RawBasicAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawBasicAuth")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTcp {
+    host: Option<String>,
+    port: u16,
+    timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExec {
+    command: Vec<String>,
+    expect_exit: Option<i64>,
+    output_contains: Option<String>,
+    timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -846,36 +914,7 @@ pub fn load(source: &str, text: &str, env: &[(String, String)]) -> Result<Config
             Some(n) => format!("resource.{n}"),
             None => format!("resource[{i}]"),
         };
-        let mut matcher = Matcher {
-            labels: r.matcher.labels.clone(),
-            ..Matcher::default()
-        };
-        if let Some(k) = present(&r.matcher.kind) {
-            match AssetKind::parse(k) {
-                Some(kind) => matcher.kind = Some(kind),
-                None => problems.push(loc.problem(
-                    &format!("{base}.match.kind"),
-                    format!(
-                        "'{k}' is not a kind; use one of {}",
-                        AssetKind::ALL.map(AssetKind::as_str).join(", ")
-                    ),
-                )),
-            }
-        }
-        for (f, val, slot) in [
-            ("namespace", &r.matcher.namespace, &mut matcher.namespace),
-            ("name", &r.matcher.name, &mut matcher.name),
-        ] {
-            if let Some(g) = present(val) {
-                match glob_regex(g) {
-                    Ok(re) => *slot = Some(re),
-                    Err(e) => problems.push(loc.problem(
-                        &format!("{base}.match.{f}"),
-                        format!("invalid pattern: {e}"),
-                    )),
-                }
-            }
-        }
+        let matcher = compile_matcher(&loc, &base, &r.matcher, &mut problems);
         let layer = compile_layer(
             &loc,
             &format!("{base}.policy"),
@@ -888,6 +927,7 @@ pub fn load(source: &str, text: &str, env: &[(String, String)]) -> Result<Config
     let docker = compile_docker(&loc, raw.docker.as_ref(), &mut problems);
     let registries = compile_registries(&loc, raw.registries.as_ref(), &mut problems);
     let health = compile_health(&loc, raw.health.as_ref(), &mut problems);
+    let health_checks = compile_checks(&loc, raw.health.as_ref(), &mut problems);
     if !problems.is_empty() {
         // In file order, so the report reads top to bottom; environment problems come last.
         problems.sort_by_key(|p| (p.line.is_none(), p.line, p.column));
@@ -899,12 +939,163 @@ pub fn load(source: &str, text: &str, env: &[(String, String)]) -> Result<Config
         docker,
         registries,
         health,
+        health_checks,
         state_path: raw
             .state
             .as_ref()
             .and_then(|s| present(&s.path))
             .map(str::to_owned),
     })
+}
+
+fn compile_matcher(
+    loc: &Locator<'_>,
+    base: &str,
+    raw: &RawMatch,
+    problems: &mut Vec<Problem>,
+) -> Matcher {
+    let mut matcher = Matcher {
+        labels: raw.labels.clone(),
+        ..Matcher::default()
+    };
+    if let Some(k) = present(&raw.kind) {
+        match AssetKind::parse(k) {
+            Some(kind) => matcher.kind = Some(kind),
+            None => problems.push(loc.problem(
+                &format!("{base}.match.kind"),
+                format!(
+                    "'{k}' is not a kind; use one of {}",
+                    AssetKind::ALL.map(AssetKind::as_str).join(", ")
+                ),
+            )),
+        }
+    }
+    for (f, val, slot) in [
+        ("namespace", &raw.namespace, &mut matcher.namespace),
+        ("name", &raw.name, &mut matcher.name),
+    ] {
+        if let Some(g) = present(val) {
+            match glob_regex(g) {
+                Ok(re) => *slot = Some(re),
+                Err(e) => problems.push(loc.problem(
+                    &format!("{base}.match.{f}"),
+                    format!("invalid pattern: {e}"),
+                )),
+            }
+        }
+    }
+    matcher
+}
+
+fn compile_checks(
+    loc: &Locator<'_>,
+    raw: Option<&RawHealth>,
+    problems: &mut Vec<Problem>,
+) -> Vec<CheckRule> {
+    let mut out = Vec::new();
+    let Some(raw) = raw else { return out };
+    for (i, c) in raw.checks.iter().enumerate() {
+        let base = format!("health.checks[{i}]");
+        let matcher = compile_matcher(loc, &base, &c.matcher, problems);
+        let kinds = [c.http.is_some(), c.tcp.is_some(), c.exec.is_some()]
+            .iter()
+            .filter(|x| **x)
+            .count();
+        if kinds != 1 {
+            problems
+                .push(loc.problem(&base, "give exactly one of http, tcp or exec in each check"));
+            continue;
+        }
+        let duration =
+            |field: &str, value: &Option<String>, default: u64, problems: &mut Vec<Problem>| {
+                let d = std::time::Duration::from_secs(default);
+                let Some(t) = present(value) else { return d };
+                match parse_duration(t) {
+                    Ok(v) if !v.is_zero() => v,
+                    Ok(_) => {
+                        problems
+                            .push(loc.problem(&format!("{base}.{field}"), "must be longer than 0"));
+                        d
+                    }
+                    Err(e) => {
+                        problems.push(loc.problem(&format!("{base}.{field}"), e));
+                        d
+                    }
+                }
+            };
+        let check = if let Some(h) = &c.http {
+            let timeout = duration("http.timeout", &h.timeout, 5, problems);
+            let mut spec = HttpSpec::get(h.url.trim());
+            spec.timeout = timeout;
+            if !(spec.url.starts_with("http://") || spec.url.starts_with("https://")) {
+                problems.push(loc.problem(
+                    &format!("{base}.http.url"),
+                    format!("'{}' is not an http:// or https:// URL", spec.url),
+                ));
+            }
+            if let Some(m) = present(&h.method) {
+                spec.method = m.to_ascii_uppercase();
+            }
+            spec.headers = h.headers.clone().into_iter().collect();
+            if let Some(r) = present(&h.expect_status) {
+                match parse_status_range(r) {
+                    Ok(range) => spec.expect_status = range,
+                    Err(e) => problems.push(loc.problem(&format!("{base}.http.expect_status"), e)),
+                }
+            }
+            spec.body_contains = h.body_contains.clone();
+            spec.tls_verify = h.tls_verify.unwrap_or(true);
+            spec.ca_file = present(&h.ca_file).map(str::to_owned);
+            spec.follow_redirects = h.follow_redirects.unwrap_or(true);
+            if let Some(a) = &h.basic_auth {
+                let secret = match (
+                    present(&a.password),
+                    present(&a.password_env),
+                    present(&a.password_file),
+                ) {
+                    (Some(p), None, None) => Some(SecretRef::Literal(p.to_owned())),
+                    (None, Some(v), None) => Some(SecretRef::Env(v.to_owned())),
+                    (None, None, Some(f)) => Some(SecretRef::File(f.to_owned())),
+                    _ => {
+                        problems.push(loc.problem(
+                            &format!("{base}.http.basic_auth"),
+                            "give exactly one of password, password_env or password_file",
+                        ));
+                        None
+                    }
+                };
+                spec.basic_auth = secret.map(|s| (a.username.clone(), s));
+            }
+            CheckSpec::Http(spec)
+        } else if let Some(t) = &c.tcp {
+            CheckSpec::Tcp(TcpSpec {
+                host: present(&t.host).unwrap_or("{container_ip}").to_owned(),
+                port: t.port,
+                timeout: duration("tcp.timeout", &t.timeout, 5, problems),
+            })
+        } else if let Some(e) = &c.exec {
+            if e.command.is_empty() || e.command[0].trim().is_empty() {
+                problems.push(loc.problem(
+                    &format!("{base}.exec.command"),
+                    "must name a program, e.g. [pg_isready, -q]",
+                ));
+            }
+            CheckSpec::Exec(ExecSpec {
+                command: e.command.clone(),
+                expect_exit: e.expect_exit.unwrap_or(0),
+                output_contains: e.output_contains.clone(),
+                timeout: duration("exec.timeout", &e.timeout, 10, problems),
+            })
+        } else {
+            continue;
+        };
+        out.push(CheckRule {
+            name: present(&c.name).map_or_else(|| base.clone(), str::to_owned),
+            matcher,
+            check,
+        });
+    }
+    out
 }
 
 fn compile_docker(
@@ -1173,7 +1364,41 @@ const HEALTH: Shape = Shape::Map(&[
     ("failure_threshold", &SCALAR),
     ("remove_old_image", &SCALAR),
     ("max_attempts", &SCALAR),
+    ("checks", &CHECKS),
 ]);
+const BASIC_AUTH: Shape = Shape::Map(&[
+    ("username", &SCALAR),
+    ("password", &SCALAR),
+    ("password_env", &SCALAR),
+    ("password_file", &SCALAR),
+]);
+const HTTP_CHECK: Shape = Shape::Map(&[
+    ("url", &SCALAR),
+    ("method", &SCALAR),
+    ("headers", &LABELS),
+    ("expect_status", &SCALAR),
+    ("body_contains", &SCALAR),
+    ("timeout", &SCALAR),
+    ("tls_verify", &SCALAR),
+    ("ca_file", &SCALAR),
+    ("follow_redirects", &SCALAR),
+    ("basic_auth", &BASIC_AUTH),
+]);
+const TCP_CHECK: Shape = Shape::Map(&[("host", &SCALAR), ("port", &SCALAR), ("timeout", &SCALAR)]);
+const EXEC_CHECK: Shape = Shape::Map(&[
+    ("command", &SCALARS),
+    ("expect_exit", &SCALAR),
+    ("output_contains", &SCALAR),
+    ("timeout", &SCALAR),
+]);
+const CHECK: Shape = Shape::Map(&[
+    ("name", &SCALAR),
+    ("match", &MATCH),
+    ("http", &HTTP_CHECK),
+    ("tcp", &TCP_CHECK),
+    ("exec", &EXEC_CHECK),
+]);
+const CHECKS: Shape = Shape::Seq(&CHECK);
 const ROOT: Shape = Shape::Map(&[
     ("version", &SCALAR),
     ("state", &STATE),
@@ -1312,6 +1537,105 @@ mod tests {
         assert_eq!(cfg.docker, DockerConfig::default());
         assert_eq!(cfg.registries, RegistriesConfig::default());
         assert_eq!(cfg.health, HealthConfig::default());
+        assert!(cfg.health_checks.is_empty());
+    }
+
+    #[test]
+    fn health_checks_compile_with_their_matchers() {
+        let text = r#"
+health:
+  checks:
+    - name: web
+      match: { name: "web-*" }
+      http:
+        url: "https://{container_ip}:8443/health"
+        method: head
+        headers: { X-Probe: su }
+        expect_status: 2xx
+        body_contains: ok
+        timeout: 2s
+        tls_verify: false
+        basic_auth: { username: probe, password_env: PROBE_PW }
+    - tcp: { host: "::1", port: 5432 }
+    - match: { labels: { app: pg } }
+      exec: { command: [pg_isready, -q], expect_exit: 0, output_contains: accepting, timeout: 3s }
+"#;
+        let cfg = load("c.yaml", text, &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.health_checks.len(), 3);
+        assert_eq!(cfg.health_checks[0].name, "web");
+        assert_eq!(cfg.health_checks[1].name, "health.checks[1]");
+        let CheckSpec::Http(h) = &cfg.health_checks[0].check else {
+            panic!("expected http")
+        };
+        assert_eq!(h.method, "HEAD");
+        assert_eq!(h.expect_status, (200, 299));
+        assert_eq!(h.timeout, std::time::Duration::from_secs(2));
+        assert!(!h.tls_verify);
+        assert_eq!(
+            h.basic_auth,
+            Some(("probe".into(), SecretRef::Env("PROBE_PW".into())))
+        );
+        assert!(
+            cfg.health_checks[0]
+                .matcher
+                .matches(&view(AssetKind::Container, None, "web-1"))
+        );
+        assert!(
+            !cfg.health_checks[0]
+                .matcher
+                .matches(&view(AssetKind::Container, None, "db"))
+        );
+        assert_eq!(
+            cfg.health_checks[1].check,
+            CheckSpec::Tcp(TcpSpec {
+                host: "::1".into(),
+                port: 5432,
+                timeout: std::time::Duration::from_secs(5)
+            })
+        );
+        let CheckSpec::Exec(e) = &cfg.health_checks[2].check else {
+            panic!("expected exec")
+        };
+        assert_eq!(e.command, ["pg_isready", "-q"]);
+        assert_eq!(e.output_contains.as_deref(), Some("accepting"));
+    }
+
+    #[test]
+    fn bad_health_checks_are_all_reported_with_positions() {
+        let text = "health:\n  checks:\n    - http: { url: ftp://x, expect_status: 700 }\n    - tcp: { port: 1 }\n      exec: { command: [x] }\n    - http: { url: http://x, basic_auth: { username: u } }\n    - exec: { command: [] , timeout: soon }\n";
+        let problems = err_of(text);
+        assert_eq!(problems.len(), 6, "{problems:#?}");
+        assert!(problems[0].starts_with("cfg.yaml:3:"), "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("health.checks[0].http.url"))
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("health.checks[0].http.expect_status"))
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("health.checks[1]: give exactly one"))
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("health.checks[2].http.basic_auth"))
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("health.checks[3].exec.command"))
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("health.checks[3].exec.timeout"))
+        );
     }
 
     #[test]

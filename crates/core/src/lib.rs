@@ -10,6 +10,7 @@ pub mod audit;
 pub mod config;
 pub mod constraint;
 pub mod decide;
+pub mod health;
 pub mod policy;
 pub mod reference;
 pub mod semver;

@@ -418,6 +418,14 @@ pub const RESOURCE_KEYS: &[(&str, &str)] = &[
         "health-url",
         "HTTP health check after an update, e.g. `http://{container_ip}:8080/health`",
     ),
+    (
+        "health-tcp",
+        "TCP health check: a port of the container (`5432`) or `host:port`",
+    ),
+    (
+        "health-exec",
+        "command run in the container that must exit 0, e.g. `pg_isready -q`",
+    ),
 ];
 
 /// Watchtower's labels, honoured so that its users can switch without relabelling.
@@ -504,7 +512,7 @@ pub fn resource_layer(source: &str, map: &BTreeMap<String, String>) -> (Layer, V
                 None => problems.push(bad("expected rollback or freeze")),
             },
             // Read by the executor when it verifies an update, not by policy.
-            "health-url" => {}
+            "health-url" | "health-tcp" | "health-exec" => {}
             "variant" => match VariantMatch::parse(value) {
                 Some(v) => layer.variant = Some(Setting::new(v, rule)),
                 None => problems.push(bad("expected exact or loose")),
@@ -532,8 +540,12 @@ fn watchtower_layer(labels: &BTreeMap<String, String>) -> Layer {
             .get(k)
             .is_some_and(|x| x.trim().eq_ignore_ascii_case(v))
     };
+    // `true` matters for Watchtower's opt-in mode (`--label-enable`), which here is
+    // `policy.enabled: false` globally: only containers labelled enable=true are then updated.
     if is(WATCHTOWER_ENABLE, "false") {
         layer.enabled = Some(Setting::new(false, format!("label:{WATCHTOWER_ENABLE}")));
+    } else if is(WATCHTOWER_ENABLE, "true") {
+        layer.enabled = Some(Setting::new(true, format!("label:{WATCHTOWER_ENABLE}")));
     }
     if is(WATCHTOWER_MONITOR_ONLY, "true") {
         for class in GateClass::ALL {
@@ -702,6 +714,27 @@ mod tests {
             ..view
         };
         assert!(!policy.resolve(&view).enabled.value);
+
+        // Opt-in (Watchtower's --label-enable): disabled globally, enabled by the label.
+        let mut opt_in = Policy::default();
+        opt_in.global.enabled = Some(Setting::new(false, "global"));
+        let plain = AssetView {
+            labels: None,
+            ..view
+        };
+        assert!(!opt_in.resolve(&plain).enabled.value);
+        let labels: BTreeMap<String, String> =
+            [(WATCHTOWER_ENABLE.to_owned(), "true".to_owned())].into();
+        let labelled = AssetView {
+            labels: Some(&labels),
+            ..view
+        };
+        let eff = opt_in.resolve(&labelled);
+        assert!(eff.enabled.value);
+        assert_eq!(
+            &*eff.enabled.rule,
+            format!("label:{WATCHTOWER_ENABLE}").as_str()
+        );
     }
 
     #[test]

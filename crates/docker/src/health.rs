@@ -125,14 +125,15 @@ pub struct TcpCheck {
     pub timeout: Duration,
 }
 
-/// A command run inside the container (`docker exec`) that must exit with `expect_exit`.
-/// On timeout the check fails; the engine offers no way to kill the command, which keeps
+/// A command run inside the container (`docker exec`) that must exit with `expect_exit` (and
+/// print `output_contains`, when set). On timeout the check fails; the engine offers no way to kill the command, which keeps
 /// running inside the container until it ends.
 #[derive(Debug, Clone)]
 pub struct ExecCheck {
     pub cmd: Vec<String>,
     pub timeout: Duration,
     pub expect_exit: i64,
+    pub output_contains: Option<String>,
 }
 
 /// How soon to probe again after a failure: `initial`, doubling per consecutive failure, at
@@ -707,14 +708,28 @@ async fn tcp_probe(host: &str, port: u16, timeout: Duration) -> (bool, String) {
     }
 }
 
-async fn exec_probe(engine: &Engine, container_id: &str, e: &ExecCheck) -> (bool, String) {
+/// Why a command inside a container gave no exit code.
+#[derive(Debug)]
+pub(crate) enum ExecFailure {
+    TimedOut,
+    Engine(bollard::errors::Error),
+    NoExitCode(String),
+}
+
+/// Runs `cmd` in the container and returns its exit code and (at most a few KiB of) output.
+pub(crate) async fn exec_capture(
+    engine: &Engine,
+    container_id: &str,
+    cmd: Vec<String>,
+    timeout: Option<Duration>,
+) -> Result<(i64, String), ExecFailure> {
     let docker = engine.docker();
     let run = async {
         let created = docker
             .create_exec(
                 container_id,
                 CreateExecOptions {
-                    cmd: Some(e.cmd.clone()),
+                    cmd: Some(cmd),
                     attach_stdout: Some(true),
                     attach_stderr: Some(true),
                     ..Default::default()
@@ -743,24 +758,52 @@ async fn exec_probe(engine: &Engine, container_id: &str, e: &ExecCheck) -> (bool
         }
         Ok((None, output))
     };
-    match tokio::time::timeout(e.timeout, run).await {
-        Err(_) => (
+    let result = match timeout {
+        Some(t) => tokio::time::timeout(t, run)
+            .await
+            .map_err(|_| ExecFailure::TimedOut)?,
+        None => run.await,
+    };
+    match result {
+        Err(e) => Err(ExecFailure::Engine(e)),
+        Ok((None, output)) => Err(ExecFailure::NoExitCode(output)),
+        Ok((Some(code), output)) => Ok((code, output)),
+    }
+}
+
+pub(crate) fn truncated(s: &str) -> String {
+    truncate(s)
+}
+
+async fn exec_probe(engine: &Engine, container_id: &str, e: &ExecCheck) -> (bool, String) {
+    match exec_capture(engine, container_id, e.cmd.clone(), Some(e.timeout)).await {
+        Err(ExecFailure::TimedOut) => (
             false,
             format!("no exit within {}s", e.timeout.as_secs_f64()),
         ),
-        Ok(Err(err)) => (false, format!("cannot run the command: {err}")),
-        Ok(Ok((None, output))) => (
+        Err(ExecFailure::Engine(err)) => (false, format!("cannot run the command: {err}")),
+        Err(ExecFailure::NoExitCode(output)) => (
             false,
             format!("no exit code; output {:?}", truncate(&output)),
         ),
-        Ok(Ok((Some(code), output))) => (
-            code == e.expect_exit,
-            format!(
-                "exit code {code} (expected {}); output {:?}",
-                e.expect_exit,
-                truncate(&output)
-            ),
-        ),
+        Ok((code, output)) => {
+            let printed = e
+                .output_contains
+                .as_deref()
+                .is_none_or(|w| output.contains(w));
+            let missing = match (&e.output_contains, printed) {
+                (Some(w), false) => format!("; the output lacks {w:?}"),
+                _ => String::new(),
+            };
+            (
+                code == e.expect_exit && printed,
+                format!(
+                    "exit code {code} (expected {}){missing}; output {:?}",
+                    e.expect_exit,
+                    truncate(&output)
+                ),
+            )
+        }
     }
 }
 

@@ -16,6 +16,7 @@ pub mod engine;
 pub mod error;
 pub mod extra;
 pub mod health;
+pub mod lifecycle;
 pub mod mapping;
 pub mod update;
 

@@ -337,8 +337,21 @@ async fn exec_checks() {
                 cmd: vec!["sh".into(), "-c".into(), cmd.into()],
                 timeout: Duration::from_millis(timeout_ms),
                 expect_exit,
+                output_contains: None,
             })
         };
+        let printing = |cmd: &str, wanted: &str| {
+            Check::Exec(ExecCheck {
+                cmd: vec!["sh".into(), "-c".into(), cmd.into()],
+                timeout: Duration::from_secs(5),
+                expect_exit: 0,
+                output_contains: Some(wanted.into()),
+            })
+        };
+        let o = probe(&env.engine, &id, &printing("echo ready to serve", "ready")).await;
+        assert!(o.ok, "{o:?}");
+        let o = probe(&env.engine, &id, &printing("echo still booting", "ready")).await;
+        assert!(!o.ok && o.detail.contains("lacks \"ready\""), "{o:?}");
         let o = probe(
             &env.engine,
             &id,

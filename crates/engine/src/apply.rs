@@ -9,10 +9,12 @@
 use safe_updater_core::asset::Asset;
 use safe_updater_core::audit::AuditEvent;
 use safe_updater_core::config::HealthConfig;
-use safe_updater_core::policy::{KEY_PREFIX, OnFailure};
+use safe_updater_core::health::{self as health_spec, CheckRule, CheckSpec, SecretRef};
+use safe_updater_core::policy::{AssetView, OnFailure};
 use safe_updater_core::reference::ImageRef;
 use safe_updater_docker::Engine;
-use safe_updater_docker::health::{self, Check, HttpCheck, Monitor};
+use safe_updater_docker::health::{self, Check, ExecCheck, HttpCheck, Monitor, TcpCheck};
+use safe_updater_docker::lifecycle::{self, HookResult, Stage};
 use safe_updater_docker::update::{self, ContainerSnapshot, RegistryAuth};
 use safe_updater_registry::Credential;
 use safe_updater_store::{Store, UpdateOutcome, UpdateStart};
@@ -27,7 +29,8 @@ pub struct ApplyOutcome {
     pub from: String,
     pub to: String,
     pub update_id: Option<i64>,
-    /// `succeeded`, `rolled_back`, `frozen`, `failed` (nothing changed), or `not_started`.
+    /// `succeeded`, `rolled_back`, `frozen`, `failed` (nothing changed), `skipped` (a
+    /// pre-update command declined it), or `not_started`.
     pub status: String,
     pub detail: Option<String>,
 }
@@ -36,6 +39,8 @@ pub struct ApplyOutcome {
 #[derive(Debug, Clone)]
 pub struct ApplySettings<'a> {
     pub health: &'a HealthConfig,
+    /// Configured checks (`health.checks`); those matching the asset apply.
+    pub checks: &'a [CheckRule],
     pub on_failure: OnFailure,
     pub actor: &'a str,
     pub correlation_id: &'a str,
@@ -71,14 +76,61 @@ fn audit(
     Ok(())
 }
 
-/// The checks for a container: its own HEALTHCHECK (or, without one, staying up), and an HTTP
-/// check when the label `safe-updater.io/health-url` asks for one.
-fn checks_for(asset: &Asset) -> Vec<Check> {
-    let mut checks = vec![Check::Docker];
-    if let Some(url) = asset.labels.get(&format!("{KEY_PREFIX}health-url")) {
-        checks.push(Check::Http(HttpCheck::get(url)));
+/// The checks for a container: its own HEALTHCHECK (or, without one, staying up), the
+/// configured checks that match it, and those its labels ask for. Secrets are read here, before
+/// anything changes, so a check that cannot be run stops the update instead of failing it.
+pub fn checks_for(asset: &Asset, rules: &[CheckRule]) -> Result<Vec<Check>, String> {
+    let (specs, problems) = health_spec::checks_for(rules, &AssetView::from(asset));
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
     }
-    checks
+    let mut checks = vec![Check::Docker];
+    for spec in specs {
+        checks.push(match spec {
+            CheckSpec::Http(h) => {
+                let basic_auth = match h.basic_auth {
+                    Some((user, secret)) => Some((user, read_secret(&secret)?)),
+                    None => None,
+                };
+                Check::Http(HttpCheck {
+                    url: h.url,
+                    method: h.method,
+                    headers: h.headers,
+                    expected_status: h.expect_status.0..=h.expect_status.1,
+                    body_contains: h.body_contains,
+                    timeout: h.timeout,
+                    tls_verify: h.tls_verify,
+                    ca_file: h.ca_file.map(Into::into),
+                    follow_redirects: h.follow_redirects,
+                    basic_auth,
+                })
+            }
+            CheckSpec::Tcp(t) => Check::Tcp(TcpCheck {
+                host: t.host,
+                port: t.port,
+                timeout: t.timeout,
+            }),
+            CheckSpec::Exec(e) => Check::Exec(ExecCheck {
+                cmd: e.command,
+                timeout: e.timeout,
+                expect_exit: e.expect_exit,
+                output_contains: e.output_contains,
+            }),
+        });
+    }
+    Ok(checks)
+}
+
+fn read_secret(secret: &SecretRef) -> Result<String, String> {
+    match secret {
+        SecretRef::Literal(s) => Ok(s.clone()),
+        SecretRef::Env(var) => std::env::var(var).map_err(|_| {
+            format!("the health check's password variable {var} is not set in the environment")
+        }),
+        SecretRef::File(path) => std::fs::read_to_string(path)
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| format!("cannot read the health check's password file {path}: {e}")),
+    }
 }
 
 /// Updates one container to `target_tag`, verifies it, and rolls back (or freezes) on failure.
@@ -106,6 +158,23 @@ pub async fn apply(
         }
     };
     outcome.to = target.clone();
+    let checks = match checks_for(asset, s.checks) {
+        Ok(c) => c,
+        Err(e) => {
+            outcome.detail = Some(format!("cannot prepare the health checks: {e}"));
+            return Ok(outcome);
+        }
+    };
+    let (pre_hook, post_hook) = match (
+        lifecycle::hook(&asset.labels, Stage::PreUpdate),
+        lifecycle::hook(&asset.labels, Stage::PostUpdate),
+    ) {
+        (Ok(pre), Ok(post)) => (pre, post),
+        (Err(e), _) | (_, Err(e)) => {
+            outcome.detail = Some(format!("cannot run the lifecycle hooks: {e}"));
+            return Ok(outcome);
+        }
+    };
     let snap = match update::snapshot(engine, &asset.name).await {
         Ok(snap) => snap,
         Err(e) => {
@@ -113,6 +182,40 @@ pub async fn apply(
             return Ok(outcome);
         }
     };
+    if let Some(hook) = &pre_hook {
+        // Before the update is recorded: a hook that declines leaves nothing to undo, and its
+        // version is not marked as failed.
+        let result = lifecycle::run(engine, &snap.id, hook).await;
+        let (ok, detail) = match &result {
+            HookResult::Succeeded { output } => (true, output.clone()),
+            HookResult::SkipRequested { output } => (false, output.clone()),
+            HookResult::Failed { reason } => (false, reason.clone()),
+        };
+        audit(
+            store,
+            asset,
+            s,
+            "hook.pre_update",
+            serde_json::json!({ "to": target, "ok": ok, "detail": detail,
+                "skip_requested": matches!(result, HookResult::SkipRequested { .. }) }),
+        )?;
+        match result {
+            HookResult::Succeeded { .. } => {}
+            HookResult::SkipRequested { .. } => {
+                outcome.status = "skipped".into();
+                outcome.detail = Some(format!(
+                    "the pre-update command ({}) exited {} and asked to skip this update",
+                    hook.label,
+                    lifecycle::EX_TEMPFAIL
+                ));
+                return Ok(outcome);
+            }
+            HookResult::Failed { reason } => {
+                outcome.detail = Some(format!("the pre-update command failed: {reason}"));
+                return Ok(outcome);
+            }
+        }
+    }
     let snapshot = serde_json::to_value(&snap).map_err(|e| EngineError::Snapshot(e.to_string()))?;
     let id = store.begin_update(&UpdateStart {
         asset_id: asset.id.clone(),
@@ -159,7 +262,32 @@ pub async fn apply(
         failure_threshold: s.health.failure_threshold,
         ..Monitor::default()
     };
-    let report = health::monitor(engine, &new_id, &checks_for(asset), &monitor).await;
+    let post = match &post_hook {
+        Some(hook) => {
+            let result = lifecycle::run(engine, &new_id, hook).await;
+            let failed = match result {
+                HookResult::Failed { reason } => Some(reason),
+                _ => None,
+            };
+            audit(
+                store,
+                asset,
+                s,
+                "hook.post_update",
+                serde_json::json!({ "update_id": id.0, "ok": failed.is_none(), "detail": failed }),
+            )?;
+            failed
+        }
+        None => None,
+    };
+    let report = match post {
+        Some(reason) => health::HealthReport {
+            healthy: false,
+            reason: format!("the post-update command failed: {reason}"),
+            observations: Vec::new(),
+        },
+        None => health::monitor(engine, &new_id, &checks, &monitor).await,
+    };
     let failures: Vec<String> = report
         .observations
         .iter()

@@ -254,6 +254,7 @@ async fn apply_by_policy(
         .unwrap_or_default();
     let settings = ApplySettings {
         health: &config.health,
+        checks: &config.health_checks,
         on_failure: policy.on_failure.value,
         actor,
         correlation_id,

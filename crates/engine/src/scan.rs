@@ -1,6 +1,7 @@
 //! Discover: every configured Docker engine, concurrently, into the store.
 
 use jiff::Timestamp;
+use safe_updater_core::asset::AssetKind;
 use safe_updater_core::audit::AuditEvent;
 use safe_updater_docker::{DiscoverOptions, EngineSpec, discover};
 use safe_updater_store::Store;
@@ -24,6 +25,8 @@ pub struct ScanReport {
     pub engines: Vec<EngineOutcome>,
     /// Assets stored by this scan.
     pub assets: usize,
+    /// Assets of the engines that answered that are gone (their containers no longer exist).
+    pub removed: Vec<String>,
 }
 
 impl ScanReport {
@@ -51,7 +54,8 @@ pub async fn scan(
     )
     .await;
     let mut outcomes = Vec::new();
-    let mut assets = Vec::new();
+    let mut stored = 0;
+    let mut removed = Vec::new();
     for scan in scans {
         let host = engines
             .iter()
@@ -61,12 +65,19 @@ pub async fn scan(
         match scan.result {
             Ok(found) => {
                 outcomes.push(EngineOutcome {
-                    engine: scan.engine,
+                    engine: scan.engine.clone(),
                     host,
                     containers: Some(found.len()),
                     error: None,
                 });
-                assets.extend(found);
+                // Only an engine that answered in full can say a container is gone; one that
+                // is down keeps its assets as they were.
+                stored += found.len();
+                let gone = store.replace_assets_at(&scan.engine, AssetKind::Container, &found)?;
+                if !gone.is_empty() {
+                    tracing::info!(engine = %scan.engine, removed = gone.len(), "containers gone since the last scan");
+                }
+                removed.extend(gone);
             }
             Err(e) => {
                 tracing::warn!(engine = %scan.engine, error = %e, "engine could not be scanned");
@@ -79,17 +90,17 @@ pub async fn scan(
             }
         }
     }
-    let stored = store.upsert_assets(&assets)?;
     store.append_audit(AuditEvent {
         timestamp: now,
         actor: actor.to_owned(),
         action: "scan".into(),
         asset_id: None,
         correlation_id: None,
-        details: serde_json::json!({ "engines": outcomes, "assets": stored }),
+        details: serde_json::json!({ "engines": outcomes, "assets": stored, "removed": removed }),
     })?;
     Ok(ScanReport {
         engines: outcomes,
         assets: stored,
+        removed,
     })
 }

@@ -161,6 +161,49 @@ impl Store {
             .during(&self.label, "remove stale assets")
     }
 
+    /// Replaces what is stored for one place (an engine, a cluster context) and kind with
+    /// what a complete discovery of it found: `found` is upserted, and every stored asset of
+    /// that place and kind that is not in it is removed (the container is gone). One
+    /// transaction; history, approvals and audit records of removed assets stay. Returns the
+    /// ids removed.
+    pub fn replace_assets_at(
+        &mut self,
+        location: &str,
+        kind: AssetKind,
+        found: &[Asset],
+    ) -> Result<Vec<String>> {
+        let label = &self.label;
+        let op = "replace assets";
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .during(label, op)?;
+        for asset in found {
+            upsert_asset(&tx, label, op, asset, true)?;
+        }
+        let keep: std::collections::HashSet<&str> = found.iter().map(|a| a.id.as_str()).collect();
+        let stored: Vec<String> = {
+            let mut stmt = tx
+                .prepare("SELECT id FROM assets WHERE location = ?1 AND kind = ?2")
+                .during(label, op)?;
+            let rows = stmt
+                .query_map(rusqlite::params![location, kind.as_str()], |r| r.get(0))
+                .during(label, op)?;
+            rows.collect::<rusqlite::Result<Vec<String>>>()
+                .during(label, op)?
+        };
+        let gone: Vec<String> = stored
+            .into_iter()
+            .filter(|id| !keep.contains(id.as_str()))
+            .collect();
+        for id in &gone {
+            tx.execute("DELETE FROM assets WHERE id = ?1", [id])
+                .during(label, op)?;
+        }
+        tx.commit().during(label, op)?;
+        Ok(gone)
+    }
+
     pub fn count_assets(&self) -> Result<u64> {
         self.count("SELECT count(*) FROM assets", "count assets")
     }

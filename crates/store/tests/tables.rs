@@ -149,6 +149,46 @@ fn stale_assets_are_removed() {
 }
 
 #[test]
+fn a_complete_discovery_replaces_its_place_and_kind_only() {
+    let mut s = store();
+    let on = |id: &str, kind, location: &str| {
+        let mut a = asset(id, kind, None, id);
+        a.location = location.into();
+        a
+    };
+    s.upsert_assets(&[
+        on("a", AssetKind::Container, "local"),
+        on("b", AssetKind::Container, "local"),
+        on("c", AssetKind::Container, "remote"),
+        on("d", AssetKind::Deployment, "local"),
+    ])
+    .expect("upsert");
+    let gone = s
+        .replace_assets_at(
+            "local",
+            AssetKind::Container,
+            &[
+                on("a", AssetKind::Container, "local"),
+                on("e", AssetKind::Container, "local"),
+            ],
+        )
+        .expect("replace");
+    assert_eq!(gone, vec!["b".to_owned()]);
+    let mut ids: Vec<String> = s
+        .list_assets(&AssetFilter::default())
+        .expect("list")
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        ["a", "c", "d", "e"],
+        "other places and kinds are untouched"
+    );
+}
+
+#[test]
 fn observed_tags_keep_first_seen() {
     let mut s = store();
     let repo = "registry.example/web";
