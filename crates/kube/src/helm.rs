@@ -83,6 +83,8 @@ pub struct UpgradeRequest {
     pub set_string: Vec<(String, String)>,
     /// `--force-conflicts` (Helm 4, server-side apply).
     pub force_conflicts: bool,
+    /// `--install`: install the release when it does not exist yet.
+    pub install: bool,
 }
 
 /// An entry of `helm history -o json`.
@@ -212,6 +214,9 @@ impl Helm {
             chart_ref.into(),
         ];
         a.extend(["--namespace".into(), req.namespace.clone().into()]);
+        if req.install {
+            a.push("--install".into());
+        }
         if let Some(v) = &req.version {
             a.extend(["--version".into(), v.into()]);
         }
@@ -672,6 +677,7 @@ mod tests {
             values: serde_json::json!({"replicaCount": 1}),
             set_string: vec![("image.tag".into(), "1.0.1".into())],
             force_conflicts: true,
+            install: false,
         };
         let a = strings(helm(4).upgrade_args(
             &req,
