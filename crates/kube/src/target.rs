@@ -289,7 +289,7 @@ impl KubeTarget {
                         .map(Workload::CronJob),
                 );
             }
-            if workloads.iter().any(|_| true) {
+            if !workloads.is_empty() {
                 pods.extend(self.list_soft::<Pod>(ns, &mut report).await?);
             }
             if filter.wants(AssetKind::HelmRelease) {

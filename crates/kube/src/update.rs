@@ -442,6 +442,9 @@ impl KubeTarget {
             &Patch::Merge(patch),
         )
         .await?;
+        if snapshot.kind == AssetKind::StatefulSet {
+            self.delete_stuck_pods(snapshot, &current).await?;
+        }
         tracing::info!(kind = %snapshot.kind, namespace = %snapshot.namespace, name = %snapshot.name, image = %snapshot.previous_image, "pod template restored");
         Ok(())
     }
@@ -519,6 +522,42 @@ impl KubeTarget {
             }
             tokio::time::sleep(opts.poll_interval).await;
         }
+    }
+
+    /// A StatefulSet does not replace a pod that never became Ready after its template is
+    /// reverted (Kubernetes' "forced rollback": the pods tried with the bad template must be
+    /// deleted by hand). So, after a restore: pods of the set that are not Ready and do not run
+    /// the snapshot's image are deleted, and the controller recreates them from the restored
+    /// template. Ready pods are never touched.
+    async fn delete_stuck_pods(
+        &self,
+        snapshot: &TemplateSnapshot,
+        object: &Value,
+    ) -> Result<(), KubeError> {
+        let pods = self.workload_pods(&snapshot.namespace, object).await?;
+        let api: Api<Pod> = Api::namespaced(self.client().clone(), &snapshot.namespace);
+        for pod in pods {
+            let on_old_image = runs(&pod, &snapshot.container, &snapshot.previous_image);
+            let owned = pod
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| Some(&o.uid) == snapshot.uid.as_ref());
+            if on_old_image
+                || pod_ready(&pod)
+                || !owned
+                || pod.metadata.deletion_timestamp.is_some()
+            {
+                continue;
+            }
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            tracing::info!(namespace = %snapshot.namespace, pod = %name, "deleting a pod stuck on the failed template");
+            api.delete(&name, &Default::default()).await.map_err(|e| {
+                KubeError::api(format!("delete pod {}/{name}", snapshot.namespace), e)
+            })?;
+        }
+        Ok(())
     }
 
     /// Pods selected by the workload's `matchLabels`.
