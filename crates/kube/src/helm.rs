@@ -23,6 +23,9 @@ use crate::target::KubeTarget;
 use crate::update::ApplyOptions;
 use safe_updater_core::asset::AssetKind;
 
+/// The step name of the real (not dry) `helm upgrade` run.
+const UPGRADE_STEP: &str = "upgrade";
+
 /// How to run `helm` against one context.
 #[derive(Debug, Clone)]
 pub struct HelmOptions {
@@ -322,7 +325,7 @@ impl Helm {
         )
         .await?;
         self.run(
-            "upgrade",
+            UPGRADE_STEP,
             self.upgrade_args(req, &chart_ref, &values_file, false),
             Some(home.path()),
             None,
@@ -502,14 +505,13 @@ impl KubeTarget {
         };
         let upgraded = helm.upgrade(req).await;
         let verdict = match upgraded {
-            // The dry run failed: nothing was changed.
-            Err(KubeError::Helm { step, detail }) if step.contains("dry-run") => {
-                return Err(KubeError::Helm { step, detail });
-            }
-            Err(e) => {
+            // Only the real `helm upgrade` step changes the release; a failure before it (the
+            // repository, the dry run, the values file) changed nothing and is not rolled back.
+            Err(KubeError::Helm { step, detail }) if step == UPGRADE_STEP => {
                 outcome.applied = true;
-                Err(e.to_string())
+                Err(format!("helm upgrade failed: {detail}"))
             }
+            Err(e) => return Err(e),
             Ok(_) => {
                 outcome.applied = true;
                 self.verify_release(

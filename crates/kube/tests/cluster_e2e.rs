@@ -317,6 +317,27 @@ async fn discovers_every_kind_and_a_helm_release_as_the_read_only_role() {
         "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: db}}\nspec:\n  serviceName: db\n  replicas: 1\n  selector: {{matchLabels: {{app: db}}}}\n  template:\n    metadata: {{labels: {{app: db}}}}\n    spec:\n      containers: [{{name: db, image: \"{image}\"}}]\n---\napiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: agent}}\nspec:\n  selector: {{matchLabels: {{app: agent}}}}\n  template:\n    metadata: {{labels: {{app: agent}}}}\n    spec:\n      containers: [{{name: agent, image: \"{image}\"}}]\n---\napiVersion: batch/v1\nkind: Job\nmetadata: {{name: once}}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{{name: task, image: \"{image}\"}}]\n---\napiVersion: batch/v1\nkind: CronJob\nmetadata: {{name: nightly}}\nspec:\n  schedule: \"0 3 * * *\"\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers: [{{name: task, image: \"{image}\"}}]\n"
     ));
     install_chart(env, &ids.update, &ns.name, "rel", "0.1.0", repo_source(env)).await;
+    // A CRD with two versions (cluster-scoped, so named after this process and deleted below).
+    let crd_group = format!("e2e{}.safe-updater.io", std::process::id());
+    let crd_name = format!("widgets.{crd_group}");
+    kubectl(
+        env,
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {{name: {crd_name}}}\nspec:\n  group: {crd_group}\n  scope: Namespaced\n  names: {{plural: widgets, singular: widget, kind: Widget}}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}\n  - name: v1beta1\n    served: true\n    storage: false\n    deprecated: true\n    schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}\n"
+        )),
+    );
+    struct DeleteCrd<'a>(&'a Env, String);
+    impl Drop for DeleteCrd<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new(&self.0.kubectl)
+                .arg("--kubeconfig")
+                .arg(&self.0.admin_kubeconfig)
+                .args(["delete", "crd", &self.1, "--wait=false"])
+                .output();
+        }
+    }
+    let _crd = DeleteCrd(env, crd_name.clone());
 
     let t = target(&ids.read_only, Mode::ReadOnly).await;
     let mut filter = only(&ns.name);
@@ -384,6 +405,24 @@ async fn discovers_every_kind_and_a_helm_release_as_the_read_only_role() {
         rx.chart_repository.as_deref(),
         Some(env.chart_repo.as_str())
     );
+
+    let report = t.discover(&filter, now()).await.expect("discovers");
+    let crd = report
+        .crds
+        .iter()
+        .find(|c| c.name == crd_name)
+        .expect("the CRD is reported");
+    let versions: Vec<(&str, bool, bool, bool)> = crd
+        .versions
+        .iter()
+        .map(|v| (v.name.as_str(), v.served, v.storage, v.deprecated))
+        .collect();
+    assert_eq!(
+        versions,
+        [("v1", true, true, false), ("v1beta1", true, false, true)]
+    );
+    assert_eq!(crd.stored_versions, ["v1"]);
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
 
     // The read-only role really cannot write: a target that would write is refused by the API
     // server (403), and a read-only target refuses before sending anything.
