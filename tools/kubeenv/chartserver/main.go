@@ -40,10 +40,18 @@ func main() {
 		log.Fatalf("-password-file %s: empty password", *passFile)
 	}
 
-	files := http.FileServer(http.Dir(*dir))
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := handler(*dir, *user, pass)
+	srv := &http.Server{Addr: *addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	log.Printf("serving %s on http://%s (basic auth user %s)", *dir, *addr, *user)
+	log.Fatal(srv.ListenAndServe())
+}
+
+// handler serves dir to requests that carry the user and password, and only GET and HEAD.
+func handler(dir, user, pass string) http.Handler {
+	files := http.FileServer(http.Dir(dir))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u, p, ok := r.BasicAuth()
-		if !ok || subtle.ConstantTimeCompare([]byte(u), []byte(*user)) != 1 ||
+		if !ok || subtle.ConstantTimeCompare([]byte(u), []byte(user)) != 1 ||
 			subtle.ConstantTimeCompare([]byte(p), []byte(pass)) != 1 {
 			w.Header().Set("WWW-Authenticate", `Basic realm="kube-env charts"`)
 			http.Error(w, "unauthorized", http.StatusUnauthorized)
@@ -57,7 +65,4 @@ func main() {
 		log.Printf("%s %s", r.Method, r.URL.Path)
 		files.ServeHTTP(w, r)
 	})
-	srv := &http.Server{Addr: *addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	log.Printf("serving %s on http://%s (basic auth user %s)", *dir, *addr, *user)
-	log.Fatal(srv.ListenAndServe())
 }
