@@ -344,6 +344,7 @@ async fn discovers_every_kind_and_a_helm_release_as_the_read_only_role() {
     filter
         .chart_repositories
         .insert("demo-web".into(), env.chart_repo.clone());
+    filter.crds = true;
     let c = t.context().to_owned();
     let n = &ns.name;
     let web_id = format!("k8s/{c}/{n}/Deployment/web/web");
@@ -411,7 +412,7 @@ async fn discovers_every_kind_and_a_helm_release_as_the_read_only_role() {
         .crds
         .iter()
         .find(|c| c.name == crd_name)
-        .expect("the CRD is reported");
+        .unwrap_or_else(|| panic!("the CRD is not reported: {:?} {:?}", report.crds.iter().map(|c| &c.name).collect::<Vec<_>>(), report.warnings));
     let versions: Vec<(&str, bool, bool, bool)> = crd
         .versions
         .iter()
