@@ -138,6 +138,12 @@ pub const API_CALLS: &[ApiCall] = &[
         "patch",
         "set an image, restore a template",
     ),
+    update(
+        "",
+        "pods",
+        "delete",
+        "StatefulSet forced rollback: pods stuck on the failed template",
+    ),
 ];
 
 /// Whether `verb` changes anything.
