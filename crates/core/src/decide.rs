@@ -8,6 +8,9 @@
 //! Invariants: a tag that cannot be analysed never proceeds automatically; a version that
 //! failed before is never proposed again (a newer one must appear); a frozen asset proceeds
 //! with nothing.
+//!
+//! Operator overrides are facts too: a pin restricts candidates like a policy constraint (and
+//! the reason names who pinned), a snooze defers whatever would proceed until it ends.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -16,6 +19,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::Serialize;
 
+use crate::constraint::Constraint;
 use crate::policy::{EffectivePolicy, Gate, GateClass, OnFailure, VariantMatch};
 use crate::semver::Version;
 use crate::tag::{Change, Family, Scheme, Tag, TagVersion, analyze, classify};
@@ -121,6 +125,14 @@ pub struct ApprovalFact {
     pub operator: String,
 }
 
+/// An operator's pin: every version candidate must satisfy the constraint, as with a policy
+/// `constraint`, and the reasons name the operator who set it.
+#[derive(Debug, Clone)]
+pub struct PinFact {
+    pub constraint: Constraint,
+    pub operator: String,
+}
+
 /// An eligible candidate: the version, when it was first seen, and the change it makes.
 type Eligible<'a> = (&'a TagVersion, Option<Timestamp>, Change);
 
@@ -137,6 +149,14 @@ pub struct Facts {
     /// Tags that must not be proposed for a reason found outside policy — no image for the
     /// platform the asset runs on, say — each with that reason.
     pub unavailable: Vec<(String, String)>,
+    /// An operator's pin on this asset.
+    pub pin: Option<PinFact>,
+    /// Until when an operator snoozed this asset's updates, and who did. A snooze that has
+    /// ended (`until <= now`) changes nothing.
+    pub snoozed_until: Option<(Timestamp, String)>,
+    /// Why nothing may proceed for this asset for a reason that is neither policy nor a failed
+    /// update (an operator override the store holds but that cannot be read, say).
+    pub blocked: Option<String>,
 }
 
 /// What the engine may do with a candidate.
@@ -269,6 +289,15 @@ fn judge(
             None,
         );
     }
+    if let Some(why) = &facts.blocked {
+        return (
+            g,
+            Verdict::Reject,
+            "operator".into(),
+            format!("{head}, but nothing proceeds for this asset: {why}"),
+            None,
+        );
+    }
     if g == Gate::Skip {
         return (
             g,
@@ -320,6 +349,20 @@ fn judge(
         ),
         _ => (gate.rule.to_string(), head),
     };
+    // A snooze holds back what would otherwise go ahead. Reviews and manual candidates above
+    // keep waiting for a person as they were: an approval given during the snooze takes effect
+    // when it ends.
+    if let Some((until, op)) = &facts.snoozed_until
+        && *until > now
+    {
+        return (
+            g,
+            Verdict::Defer,
+            "snooze".into(),
+            format!("{reason}, but {op} snoozed updates of this asset until {until}"),
+            Some(*until),
+        );
+    }
     // The cooldown guards against releases that are pulled or fixed within hours. An explicit
     // approval is a person taking that risk knowingly, so it is not held back by it.
     if approved_by.is_none() || g == Gate::Auto {
@@ -465,6 +508,8 @@ pub fn evaluate_analyzed(
             // exactly as the first element after a stable sort would.
             let mut best: [Option<Eligible<'_>>; 5] = [None; 5];
             let mut best_mature: [Option<Eligible<'_>>; 5] = [None; 5];
+            // Versions the operator's pin holds back: how many, and the newest.
+            let mut pinned_out: (usize, Option<&TagVersion>) = (0, None);
             for ((v, seen), ids) in tags.versions.iter().zip(&tags.family_ids) {
                 let id = if loose { ids.1 } else { ids.0 };
                 if Some(id) != wanted || v.cmp_precedence(cur) != Ordering::Greater {
@@ -496,6 +541,15 @@ pub fn evaluate_analyzed(
                 {
                     continue;
                 }
+                if let Some(pin) = &facts.pin
+                    && !pin.constraint.matches(&to_semver(v))
+                {
+                    pinned_out.0 += 1;
+                    if pinned_out.1.is_none_or(|b| v > b) {
+                        pinned_out.1 = Some(v);
+                    }
+                    continue;
+                }
                 let change = classify(cur, v);
                 let key = match change {
                     Change::Patch => 0,
@@ -525,10 +579,19 @@ pub fn evaluate_analyzed(
                     picked.push(alt);
                 }
             }
+            if let (Some(pin), (n, Some(newest))) = (&facts.pin, pinned_out) {
+                let versions = if n == 1 { "version" } else { "versions" };
+                eval.notes.push(format!(
+                    "{n} newer {versions} (up to {}) held back by operator pin {} by {}",
+                    newest.raw,
+                    pin.constraint.as_str(),
+                    pin.operator
+                ));
+            }
             picked.sort_by(|a, b| a.0.cmp(b.0));
             for (v, seen, change) in picked {
                 let class = gate_class(change);
-                let what = [
+                let mut what = [
                     &cur.raw,
                     " → ",
                     &v.raw,
@@ -537,6 +600,16 @@ pub fn evaluate_analyzed(
                     " update",
                 ]
                 .concat();
+                if let Some(pin) = &facts.pin {
+                    for part in [
+                        " within operator pin ",
+                        pin.constraint.as_str(),
+                        " by ",
+                        &pin.operator,
+                    ] {
+                        what.push_str(part);
+                    }
+                }
                 let (gate, decision, rule, reason, not_before) =
                     judge(policy, facts, now, what, &v.raw, class, seen);
                 if decision == Verdict::Approve && best_approved.is_none_or(|b| v > b) {
@@ -857,6 +930,199 @@ mod tests {
         );
         assert_eq!(e.act_on.as_deref(), Some("1.2.9"));
         assert_eq!(e.candidates.len(), 1);
+    }
+
+    fn pin(text: &str, operator: &str) -> PinFact {
+        PinFact {
+            constraint: crate::constraint::Constraint::parse(text)
+                .unwrap_or_else(|e| panic!("{e}")),
+            operator: operator.into(),
+        }
+    }
+
+    fn minor_auto() -> EffectivePolicy {
+        let mut p = defaults();
+        p.gates[1] = Setting {
+            value: Gate::Auto,
+            rule: "global.minor".into(),
+        };
+        p
+    }
+
+    #[test]
+    fn an_operator_pin_restricts_candidates_and_names_the_operator() {
+        let mut f = facts("1.2.3");
+        f.pin = Some(pin("~1.2", "cli:alice"));
+        let e = evaluate(
+            &minor_auto(),
+            &f,
+            &avail(&["1.2.4", "1.2.9", "1.3.0", "1.4.1", "2.0.0"]),
+            now(),
+        );
+        assert_eq!(
+            summary(&e),
+            vec![("1.2.9".into(), "patch".into(), Verdict::Approve)]
+        );
+        assert_eq!(e.act_on.as_deref(), Some("1.2.9"));
+        assert!(
+            e.candidates[0]
+                .reason
+                .contains("1.2.3 → 1.2.9 is a patch update within operator pin ~1.2 by cli:alice"),
+            "{}",
+            e.candidates[0].reason
+        );
+        assert!(
+            e.notes.iter().any(|n| n
+                == "3 newer versions (up to 2.0.0) held back by operator pin ~1.2 by cli:alice"),
+            "{:?}",
+            e.notes
+        );
+
+        // Without the pin the same policy moves to the minor.
+        f.pin = None;
+        let e = evaluate(
+            &minor_auto(),
+            &f,
+            &avail(&["1.2.9", "1.3.0", "1.4.1"]),
+            now(),
+        );
+        assert_eq!(e.act_on.as_deref(), Some("1.4.1"));
+    }
+
+    #[test]
+    fn a_pin_and_a_policy_constraint_both_hold() {
+        let mut p = minor_auto();
+        p.constraint = Some(Setting {
+            value: crate::constraint::Constraint::parse("!=1.2.9")
+                .unwrap_or_else(|e| panic!("{e}")),
+            rule: "global.constraint".into(),
+        });
+        let mut f = facts("1.2.3");
+        f.pin = Some(pin("~1.2", "api:ops"));
+        let e = evaluate(&p, &f, &avail(&["1.2.5", "1.2.9", "1.3.0"]), now());
+        assert_eq!(e.act_on.as_deref(), Some("1.2.5"));
+        // 1.2.9 was already out by policy; only 1.3.0 is the pin's doing.
+        assert!(
+            e.notes
+                .iter()
+                .any(|n| n
+                    == "1 newer version (up to 1.3.0) held back by operator pin ~1.2 by api:ops"),
+            "{:?}",
+            e.notes
+        );
+    }
+
+    #[test]
+    fn a_pin_that_nothing_newer_satisfies_leaves_no_candidate() {
+        let mut f = facts("1.2.3");
+        f.pin = Some(pin("1.2.3", "cli:bob"));
+        let e = evaluate(&minor_auto(), &f, &avail(&["1.2.4", "1.3.0"]), now());
+        assert!(e.candidates.is_empty(), "{:?}", e.candidates);
+        assert_eq!(e.act_on, None);
+    }
+
+    #[test]
+    fn a_snooze_defers_what_would_proceed_until_it_ends() {
+        let until: Timestamp = "2026-12-01T00:00:00Z"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut f = facts("1.2.3");
+        f.snoozed_until = Some((until, "cli:carol".into()));
+        f.approvals = vec![ApprovalFact {
+            candidate: "1.3.0".into(),
+            approved: true,
+            operator: "cli:dave".into(),
+        }];
+        let e = evaluate(
+            &defaults(),
+            &f,
+            &avail(&["1.2.4", "1.3.0", "1.4.0", "2.0.0"]),
+            now(),
+        );
+        assert_eq!(
+            summary(&e),
+            vec![
+                ("1.2.4".into(), "patch".into(), Verdict::Defer),
+                ("1.4.0".into(), "minor".into(), Verdict::PendingReview),
+                ("2.0.0".into(), "major".into(), Verdict::ManualApproval),
+            ]
+        );
+        assert_eq!(e.act_on, None);
+        let patch = &e.candidates[0];
+        assert_eq!(patch.rule, "snooze");
+        assert_eq!(patch.not_before, Some(until));
+        assert!(
+            patch.reason.ends_with(
+                "but cli:carol snoozed updates of this asset until 2026-12-01T00:00:00Z"
+            ),
+            "{}",
+            patch.reason
+        );
+        // An approved candidate is held too.
+        let e = evaluate(&defaults(), &f, &avail(&["1.3.0"]), now());
+        assert_eq!(e.candidates[0].decision, Verdict::Defer);
+        assert!(e.candidates[0].reason.contains("cli:dave approved it"));
+
+        // Once the snooze has ended, everything is as before.
+        let later: Timestamp = "2026-12-01T00:00:01Z"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let e = evaluate(&defaults(), &f, &avail(&["1.2.4", "1.3.0"]), later);
+        assert_eq!(
+            summary(&e),
+            vec![
+                ("1.2.4".into(), "patch".into(), Verdict::Approve),
+                ("1.3.0".into(), "minor".into(), Verdict::Approve),
+            ]
+        );
+        assert_eq!(e.act_on.as_deref(), Some("1.3.0"));
+    }
+
+    #[test]
+    fn a_snooze_defers_a_new_digest_and_a_rejection_still_wins() {
+        let until: Timestamp = "2026-11-23T00:00:00Z"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut p = defaults();
+        p.gates[4] = Setting {
+            value: Gate::Auto,
+            rule: "global.digest".into(),
+        };
+        let mut f = facts("latest");
+        f.snoozed_until = Some((until, "api:ops".into()));
+        f.digest = Some(DigestDrift {
+            running: "sha256:aa".into(),
+            latest: "sha256:bb".into(),
+            first_seen: None,
+        });
+        let e = evaluate(&p, &f, &[], now());
+        assert_eq!(e.candidates[0].decision, Verdict::Defer);
+        assert_eq!(e.candidates[0].not_before, Some(until));
+
+        let mut f = facts("1.2.3");
+        f.snoozed_until = Some((until, "api:ops".into()));
+        f.approvals = vec![ApprovalFact {
+            candidate: "1.2.4".into(),
+            approved: false,
+            operator: "cli:erin".into(),
+        }];
+        let e = evaluate(&defaults(), &f, &avail(&["1.2.4"]), now());
+        assert_eq!(e.candidates[0].decision, Verdict::Reject);
+    }
+
+    #[test]
+    fn a_blocked_asset_proceeds_with_nothing() {
+        let mut f = facts("1.2.3");
+        f.blocked = Some("its operator pin cannot be read".into());
+        let e = evaluate(&defaults(), &f, &avail(&["1.2.4"]), now());
+        assert_eq!(e.candidates[0].decision, Verdict::Reject);
+        assert_eq!(e.candidates[0].rule, "operator");
+        assert!(
+            e.candidates[0]
+                .reason
+                .ends_with("nothing proceeds for this asset: its operator pin cannot be read")
+        );
+        assert_eq!(e.act_on, None);
     }
 
     #[test]
