@@ -211,9 +211,14 @@ mod tests {
             check_request(Mode::ReadOnly, "GET", "/version", None),
             Ok(())
         );
-        // Declared nowhere: deleting pods, even in update mode.
+        // Declared nowhere: deleting a Deployment, even in update mode.
         assert!(matches!(
-            check_request(Mode::Update, "DELETE", "/api/v1/namespaces/a/pods/p", None),
+            check_request(
+                Mode::Update,
+                "DELETE",
+                "/apis/apps/v1/namespaces/a/deployments/web",
+                None
+            ),
             Err(GuardRefusal::Undeclared { .. })
         ));
         assert!(matches!(

@@ -114,18 +114,21 @@ struct Identities {
     _dir: tempfile::TempDir,
 }
 
-fn identities(env: &Env) -> &'static Identities {
-    static IDS: OnceLock<Identities> = OnceLock::new();
-    IDS.get_or_init(|| {
+/// Applies the shipped roles once per test run (the update role bound to a second account, so
+/// both identities exist at once).
+fn apply_rbac(env: &Env) {
+    static RBAC: OnceLock<()> = OnceLock::new();
+    RBAC.get_or_init(|| {
         let rbac = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rbac");
-        let read_only = std::fs::read_to_string(rbac.join("read-only.yaml")).expect("read-only.yaml");
+        let read_only =
+            std::fs::read_to_string(rbac.join("read-only.yaml")).expect("read-only.yaml");
         kubectl(env, &["apply", "-f", "-"], Some(&read_only));
-        // The update role as shipped, bound to a second account so both identities exist at once.
         let update = std::fs::read_to_string(rbac.join("update.yaml")).expect("update.yaml");
         let update: Vec<String> = update
             .split("\n---")
             .map(|doc| {
-                if doc.contains("kind: ServiceAccount") || doc.contains("kind: ClusterRoleBinding") {
+                if doc.contains("kind: ServiceAccount") || doc.contains("kind: ClusterRoleBinding")
+                {
                     doc.replace("name: safe-updater\n", "name: safe-updater-writer\n")
                 } else {
                     doc.to_owned()
@@ -133,27 +136,46 @@ fn identities(env: &Env) -> &'static Identities {
             })
             .collect();
         kubectl(env, &["apply", "-f", "-"], Some(&update.join("\n---")));
-        let dir = tempfile::tempdir().expect("tempdir");
-        let make = |sa: &str| -> PathBuf {
-            let out = dir.path().join(format!("{sa}.kubeconfig"));
-            match &env.kube_env {
-                Some(script) => {
-                    let status = Command::new(script)
-                        .args(["sa-kubeconfig", "safe-updater", sa])
-                        .arg(&out)
-                        .status()
-                        .expect("kube-env sa-kubeconfig runs");
-                    assert!(status.success(), "kube-env sa-kubeconfig safe-updater {sa} failed");
-                    out
-                }
-                None => {
-                    eprintln!("NOTE: SAFE_UPDATER_E2E_KUBE_ENV unset: running as the admin kubeconfig, not the shipped role");
-                    env.admin_kubeconfig.clone()
-                }
+    });
+}
+
+/// Kubeconfigs of both identities, with short-lived tokens, in a directory removed when the
+/// test ends.
+fn identities(env: &Env) -> Identities {
+    apply_rbac(env);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let make = |sa: &str| -> PathBuf {
+        let out = dir.path().join(format!("{sa}.kubeconfig"));
+        match &env.kube_env {
+            Some(script) => {
+                let status = Command::new(script)
+                    .args(["sa-kubeconfig", "safe-updater", sa])
+                    .arg(&out)
+                    .arg("1h")
+                    .stdout(Stdio::null())
+                    .status()
+                    .expect("kube-env sa-kubeconfig runs");
+                assert!(
+                    status.success(),
+                    "kube-env sa-kubeconfig safe-updater {sa} failed"
+                );
+                out
             }
-        };
-        Identities { read_only: make("safe-updater"), update: make("safe-updater-writer"), _dir: dir }
-    })
+            None => {
+                eprintln!(
+                    "NOTE: SAFE_UPDATER_E2E_KUBE_ENV unset: running as the admin kubeconfig, not the shipped roles"
+                );
+                env.admin_kubeconfig.clone()
+            }
+        }
+    };
+    let read_only = make("safe-updater");
+    let update = make("safe-updater-writer");
+    Identities {
+        read_only,
+        update,
+        _dir: dir,
+    }
 }
 
 /// A namespace of the test's own, deleted when dropped.
@@ -412,7 +434,13 @@ async fn discovers_every_kind_and_a_helm_release_as_the_read_only_role() {
         .crds
         .iter()
         .find(|c| c.name == crd_name)
-        .unwrap_or_else(|| panic!("the CRD is not reported: {:?} {:?}", report.crds.iter().map(|c| &c.name).collect::<Vec<_>>(), report.warnings));
+        .unwrap_or_else(|| {
+            panic!(
+                "the CRD is not reported: {:?} {:?}",
+                report.crds.iter().map(|c| &c.name).collect::<Vec<_>>(),
+                report.warnings
+            )
+        });
     let versions: Vec<(&str, bool, bool, bool)> = crd
         .versions
         .iter()

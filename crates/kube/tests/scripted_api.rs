@@ -183,11 +183,11 @@ async fn read_only_refuses_a_write_before_it_leaves_the_process() {
     );
     // An undeclared call is refused in update mode too.
     let update = KubeTarget::from_service(scripted(seen.clone()), "scripted", Mode::Update);
-    let pods: Api<k8s_openapi::api::core::v1::Pod> =
-        Api::namespaced(update.client().clone(), "apps");
+    let deployments: Api<Deployment> = Api::namespaced(update.client().clone(), "apps");
     let err = KubeError::api(
         "delete",
-        pods.delete("p", &Default::default())
+        deployments
+            .delete("web", &Default::default())
             .await
             .expect_err("refused"),
     );
