@@ -1,4 +1,4 @@
--- The current schema of the safe-updater state store (schema version 2), for reading.
+-- The current schema of the safe-updater state store (schema version 3), for reading.
 --
 -- The database is built by the migrations in migrations/, never from this file; the test
 -- `migrations_match_schema_sql` checks that the two agree. When adding a migration, update
@@ -123,17 +123,37 @@ BEGIN
     SELECT RAISE(ABORT, 'the audit trail is append-only: records cannot be changed');
 END;
 
+-- Only a prefix covered by a checkpoint can be deleted (retention: Store::prune_audit writes
+-- the checkpoint first, then deletes up to it). Any other delete is refused.
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+WHEN NOT EXISTS (SELECT 1 FROM audit_checkpoints WHERE seq >= OLD.seq)
 BEGIN
-    SELECT RAISE(ABORT, 'the audit trail is append-only: records cannot be deleted');
+    SELECT RAISE(ABORT, 'the audit trail is append-only: records cannot be deleted, except a prefix covered by a checkpoint (safe-updater audit prune)');
 END;
 
--- A checkpoint is the (seq, hash) of an audit record. Once a later release prunes the records
--- up to a checkpoint, the trail verifies from it instead of from the genesis hash, and new
--- records continue after it. Nothing writes checkpoints yet.
+-- A checkpoint is the (seq, hash) of an audit record. Pruning (Store::prune_audit) writes one
+-- for the last record it removes; the remaining trail verifies from it instead of from the
+-- genesis hash, and new records continue after it. Append-only, and a checkpoint must carry
+-- the hash of its record while that record is still there.
 CREATE TABLE audit_checkpoints (
     seq        INTEGER PRIMARY KEY CHECK (seq >= 1),
     hash       TEXT NOT NULL,
     created_at TEXT NOT NULL,
     note       TEXT
 ) STRICT;
+
+CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints
+BEGIN
+    SELECT RAISE(ABORT, 'audit checkpoints are append-only: they cannot be changed');
+END;
+
+CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints
+BEGIN
+    SELECT RAISE(ABORT, 'audit checkpoints are append-only: they cannot be deleted');
+END;
+
+CREATE TRIGGER audit_checkpoints_match BEFORE INSERT ON audit_checkpoints
+WHEN EXISTS (SELECT 1 FROM audit WHERE seq = NEW.seq AND hash <> NEW.hash)
+BEGIN
+    SELECT RAISE(ABORT, 'an audit checkpoint must carry the hash of the record it marks');
+END;

@@ -200,7 +200,12 @@ impl Store {
                 }
                 keep_audit_up_to = head.seq;
             }
-            for table in STATE_TABLES.iter().filter(|t| **t != "audit") {
+            // Checkpoints are append-only like the trail (the kept records may start after
+            // one); the dump's are added below.
+            for table in STATE_TABLES
+                .iter()
+                .filter(|t| **t != "audit" && **t != "audit_checkpoints")
+            {
                 tx.execute(&format!("DELETE FROM {table}"), [])
                     .during(label, op)?;
             }
@@ -237,17 +242,36 @@ impl Store {
             insert_update(&tx, label, op, &u.update, u.snapshot.as_ref())?;
         }
         for c in &dump.audit_checkpoints {
-            tx.execute(
-                "INSERT INTO audit_checkpoints (seq, hash, created_at, note)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![
-                    u64_to_sql(c.seq).during(label, op)?,
-                    c.hash,
-                    ts_to_sql(&c.created_at),
-                    c.note
-                ],
-            )
-            .during(label, op)?;
+            let added = tx
+                .execute(
+                    "INSERT INTO audit_checkpoints (seq, hash, created_at, note)
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (seq) DO NOTHING",
+                    params![
+                        u64_to_sql(c.seq).during(label, op)?,
+                        c.hash,
+                        ts_to_sql(&c.created_at),
+                        c.note
+                    ],
+                )
+                .during(label, op)?;
+            if added == 0 {
+                let kept: String = tx
+                    .query_row(
+                        "SELECT hash FROM audit_checkpoints WHERE seq = ?1",
+                        [u64_to_sql(c.seq).during(label, op)?],
+                        |row| row.get(0),
+                    )
+                    .during(label, op)?;
+                if kept != c.hash {
+                    return Err(StoreError::ReplaceWouldLoseAudit {
+                        path: label.clone(),
+                        reason: format!(
+                            "the dump's audit checkpoint at record {} differs from the store's",
+                            c.seq
+                        ),
+                    });
+                }
+            }
         }
         for record in dump.audit.iter().filter(|r| r.seq > keep_audit_up_to) {
             insert_record(&tx, label, op, record)?;

@@ -144,6 +144,9 @@ pub enum StoreError {
          records; import into a new, empty state file instead"
     )]
     ReplaceWouldLoseAudit { path: String, reason: String },
+
+    #[error("{path}: refusing to prune the audit trail: {reason}")]
+    AuditPruneRefused { path: String, reason: String },
 }
 
 /// Adds the database and the operation to a rusqlite error.

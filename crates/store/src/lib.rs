@@ -48,6 +48,7 @@ use jiff::Timestamp;
 use rusqlite::types::Type;
 use rusqlite::{Connection, Row};
 
+pub use audit::{AuditVerification, CHECKPOINT_ACTION, PRUNED_ACTION, PruneReport};
 pub use error::{Result, StoreError};
 pub use migrations::SCHEMA_VERSION;
 pub use safe_updater_core::audit::{AuditEvent, AuditRecord, ChainHead, VerifyReport};

@@ -27,10 +27,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "0002_audit_checkpoints",
         sql: include_str!("../migrations/0002_audit_checkpoints.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_audit_retention",
+        sql: include_str!("../migrations/0003_audit_retention.sql"),
+    },
 ];
 
 /// The schema version this release writes: the number of the last migration.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 pub(crate) fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA user_version", [], |row| row.get(0))
