@@ -7,11 +7,13 @@
 //! Exit codes: 0 success; 1 a negative result or invalid input (an invalid reference, a failed
 //! audit verification, a broken config); 2 a usage error (clap's own).
 
+mod approvals;
 mod context;
 mod offline;
 mod output;
 mod pipeline;
 mod state;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -109,6 +111,26 @@ enum Command {
     /// Back up or restore the whole state as JSON.
     #[command(subcommand)]
     State(state::StateCommand),
+    /// List the updates that wait for an operator's approval.
+    Approvals,
+    /// Let a reviewed update proceed (the next cycle applies it inside its window).
+    Approve(approvals::ApproveArgs),
+    /// Refuse a reviewed update, for a reason; it is not proposed again.
+    Reject(approvals::RejectArgs),
+    /// Never propose one version for an asset (whether or not it waits for review).
+    Skip(approvals::SkipArgs),
+    /// Hold back every update of an asset until a time (`--until 7d`, or a date).
+    Snooze(approvals::SnoozeArgs),
+    /// End an asset's snooze.
+    Unsnooze(approvals::AssetArgs),
+    /// Restrict an asset's updates to versions that satisfy a constraint (`~1.2`).
+    Pin(approvals::PinArgs),
+    /// Remove an asset's pin.
+    Unpin(approvals::AssetArgs),
+    /// Run as a daemon: cycles on a schedule (daemon.interval), at most daemon.concurrency
+    /// updates at once, /healthz /readyz /metrics and the approvals API on server.listen.
+    /// SIGHUP (or editing the config file) reloads; SIGTERM lets updates in flight finish.
+    Watch(watch::WatchArgs),
 }
 
 fn init_logging(global: &GlobalArgs) {
@@ -125,7 +147,14 @@ fn init_logging(global: &GlobalArgs) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // A daemon is read through its logs: info unless asked otherwise.
+    if matches!(cli.command, Command::Watch(_))
+        && cli.global.log_level == "warn"
+        && std::env::var_os("SAFE_UPDATER_LOG").is_none()
+    {
+        cli.global.log_level = "info".into();
+    }
     init_logging(&cli.global);
     let format = cli.global.output;
     let result = match cli.command {
@@ -145,6 +174,15 @@ fn main() -> ExitCode {
         Command::History(a) => state::history(&cli.global, &a),
         Command::Audit(c) => state::audit(&cli.global, &c),
         Command::State(c) => state::state(&cli.global, &c),
+        Command::Approvals => approvals::list(&cli.global),
+        Command::Approve(a) => approvals::approve(&cli.global, &a),
+        Command::Reject(a) => approvals::reject(&cli.global, &a),
+        Command::Skip(a) => approvals::skip(&cli.global, &a),
+        Command::Snooze(a) => approvals::snooze(&cli.global, &a),
+        Command::Unsnooze(a) => approvals::unsnooze(&cli.global, &a),
+        Command::Pin(a) => approvals::pin(&cli.global, &a),
+        Command::Unpin(a) => approvals::unpin(&cli.global, &a),
+        Command::Watch(a) => watch::watch(&cli.global, &a),
     };
     match result {
         Ok(code) => code,

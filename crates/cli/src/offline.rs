@@ -293,6 +293,7 @@ pub fn evaluate(global: &GlobalArgs, args: &EvaluateArgs) -> anyhow::Result<Exit
         approvals,
         frozen: args.frozen.clone(),
         unavailable: Vec::new(),
+        ..Facts::default()
     };
     let eval = decide::evaluate(&policy, &facts, &available, now);
     match global.output {

@@ -255,7 +255,7 @@ async fn pull_auth_map(
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Run one cycle and exit. (Running cycles on a schedule, the daemon, is not built yet.)
+    /// Run one cycle and exit (`safe-updater watch` runs cycles on a schedule).
     #[arg(long, required = true)]
     pub once: bool,
 }

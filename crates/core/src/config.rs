@@ -25,8 +25,8 @@ use crate::health::{
     CheckRule, CheckSpec, ExecSpec, HttpSpec, SecretRef, TcpSpec, parse_status_range,
 };
 use crate::policy::{
-    Gate, GateClass, Layer, Matcher, OnFailure, Policy, Setting, VariantMatch, Window, glob_regex,
-    parse_duration, parse_versioning,
+    CronWindow, Gate, GateClass, Layer, Matcher, OnFailure, Policy, Setting, VariantMatch, Window,
+    glob_regex, parse_duration, parse_versioning,
 };
 
 /// The commented default configuration printed by `generate-config`.
@@ -47,6 +47,95 @@ pub struct Config {
     pub health: HealthConfig,
     /// Configured health checks (`health.checks`), each for the resources it matches.
     pub health_checks: Vec<CheckRule>,
+    pub daemon: DaemonConfig,
+    pub server: ServerSettings,
+    pub notifications: NotificationsConfig,
+    pub audit: AuditConfig,
+}
+
+/// How `safe-updater watch` runs cycles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonConfig {
+    /// Between the starts of two cycles (assets may ask for a longer one with the label
+    /// `safe-updater.io/check-interval`).
+    pub interval: std::time::Duration,
+    /// Updates in flight at once (1–100).
+    pub concurrency: usize,
+    /// How often the config file is looked at for changes (SIGHUP reloads at once).
+    pub reload_poll: std::time::Duration,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            interval: std::time::Duration::from_secs(30 * 60),
+            concurrency: 3,
+            reload_poll: std::time::Duration::from_secs(5),
+        }
+    }
+}
+
+/// The daemon's HTTP server: health, metrics, approvals API, registry webhooks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// `host:port`; empty turns the server off.
+    pub listen: String,
+    /// API tokens, each naming the operator it authenticates.
+    pub tokens: Vec<(String, SecretRef)>,
+    /// Webhook secrets by source (`dockerhub`, `github`, `harbor`, `quay`, `distribution`).
+    pub webhooks: BTreeMap<String, SecretRef>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: "127.0.0.1:8080".into(),
+            tokens: Vec::new(),
+            webhooks: BTreeMap::new(),
+        }
+    }
+}
+
+/// Where notifications go. URLs carry tokens: `Debug` shows only how many there are.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NotificationsConfig {
+    /// Watchtower/shoutrrr-style channel URLs (`slack://`, `discord://`, `teams://`,
+    /// `generic://`, `https://`).
+    pub urls: Vec<String>,
+    /// Base of the approve link in "approval needed" messages.
+    pub approve_base_url: Option<String>,
+    pub timeout: std::time::Duration,
+    pub attempts: u32,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        NotificationsConfig {
+            urls: Vec::new(),
+            approve_base_url: None,
+            timeout: std::time::Duration::from_secs(10),
+            attempts: 4,
+        }
+    }
+}
+
+impl fmt::Debug for NotificationsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NotificationsConfig")
+            .field("urls", &format_args!("<{} redacted>", self.urls.len()))
+            .field("approve_base_url", &self.approve_base_url)
+            .field("timeout", &self.timeout)
+            .field("attempts", &self.attempts)
+            .finish()
+    }
+}
+
+/// Audit trail upkeep.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// Records older than this are pruned (behind a checkpoint, so verification still
+    /// passes); `None` keeps everything.
+    pub retention: Option<std::time::Duration>,
 }
 
 /// How an update is verified after it is applied.
@@ -234,6 +323,81 @@ struct RawConfig {
     docker: Option<RawDocker>,
     registries: Option<RawRegistries>,
     health: Option<RawHealth>,
+    daemon: Option<RawDaemon>,
+    server: Option<RawServer>,
+    notifications: Option<RawNotifications>,
+    audit: Option<RawAudit>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    interval: Option<String>,
+    concurrency: Option<usize>,
+    reload_poll: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    #[serde(default)]
+    tokens: Vec<RawToken>,
+    #[serde(default)]
+    webhooks: BTreeMap<String, RawSecret>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: String,
+    token: Option<String>,
+    token_env: Option<String>,
+    token_file: Option<String>,
+}
+
+impl fmt::Debug for RawToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawToken")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecret {
+    secret: Option<String>,
+    secret_env: Option<String>,
+    secret_file: Option<String>,
+}
+
+impl fmt::Debug for RawSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawSecret").finish_non_exhaustive()
+    }
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotifications {
+    #[serde(default)]
+    urls: Vec<String>,
+    approve_base_url: Option<String>,
+    timeout: Option<String>,
+    attempts: Option<u32>,
+}
+
+impl fmt::Debug for RawNotifications {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawNotifications").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    retention: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -403,8 +567,10 @@ struct RawGates {
 #[serde(deny_unknown_fields)]
 struct RawWindow {
     days: Option<Vec<String>>,
-    start: String,
-    end: String,
+    start: Option<String>,
+    end: Option<String>,
+    cron: Option<String>,
+    duration: Option<String>,
     timezone: Option<String>,
 }
 
@@ -809,12 +975,51 @@ fn compile_layer(
                     .ok(),
                 None => Some([true; 7]),
             };
-            let start = parse_time(&w.start)
-                .map_err(|e| problems.push(loc.problem(&at("start"), e)))
-                .ok();
-            let end = parse_time(&w.end)
-                .map_err(|e| problems.push(loc.problem(&at("end"), e)))
-                .ok();
+            let (mut start, mut end, mut cron) = (None, None, None);
+            match (present(&w.cron), present(&w.start), present(&w.end)) {
+                (Some(expr), None, None) => {
+                    let duration = match present(&w.duration).map(parse_duration) {
+                        Some(Ok(d)) => Some(d),
+                        Some(Err(e)) => {
+                            problems.push(loc.problem(&at("duration"), e));
+                            None
+                        }
+                        None => {
+                            problems.push(loc.problem(
+                                &at("duration"),
+                                "a cron window needs a duration, e.g. 2h",
+                            ));
+                            None
+                        }
+                    };
+                    if let Some(d) = duration {
+                        match CronWindow::parse(expr, d) {
+                            Ok(c) => {
+                                cron = Some(c);
+                                start = Some(Time::midnight());
+                                end = Some(Time::midnight());
+                            }
+                            Err(e) => problems.push(loc.problem(&at("cron"), e)),
+                        }
+                    }
+                }
+                (Some(_), _, _) => problems.push(loc.problem(
+                    &at("cron"),
+                    "give either cron (with duration) or start and end, not both",
+                )),
+                (None, Some(s), Some(e)) => {
+                    start = parse_time(s)
+                        .map_err(|e| problems.push(loc.problem(&at("start"), e)))
+                        .ok();
+                    end = parse_time(e)
+                        .map_err(|e| problems.push(loc.problem(&at("end"), e)))
+                        .ok();
+                }
+                (None, _, _) => problems.push(loc.problem(
+                    &at("start"),
+                    "a window needs start and end (e.g. 02:00 and 05:00), or cron and duration",
+                )),
+            }
             let tz_name = present(&w.timezone).unwrap_or("UTC").to_owned();
             let tz = TimeZone::get(&tz_name)
                 .map_err(|_| {
@@ -833,6 +1038,7 @@ fn compile_layer(
                     end,
                     tz,
                     tz_name,
+                    cron,
                 });
             }
         }
@@ -928,6 +1134,7 @@ pub fn load(source: &str, text: &str, env: &[(String, String)]) -> Result<Config
     let registries = compile_registries(&loc, raw.registries.as_ref(), &mut problems);
     let health = compile_health(&loc, raw.health.as_ref(), &mut problems);
     let health_checks = compile_checks(&loc, raw.health.as_ref(), &mut problems);
+    let (daemon, server, notifications, audit) = compile_service(&loc, &raw, &mut problems);
     if !problems.is_empty() {
         // In file order, so the report reads top to bottom; environment problems come last.
         problems.sort_by_key(|p| (p.line.is_none(), p.line, p.column));
@@ -940,6 +1147,10 @@ pub fn load(source: &str, text: &str, env: &[(String, String)]) -> Result<Config
         registries,
         health,
         health_checks,
+        daemon,
+        server,
+        notifications,
+        audit,
         state_path: raw
             .state
             .as_ref()
@@ -1096,6 +1307,177 @@ fn compile_checks(
         });
     }
     out
+}
+
+fn secret_of(
+    loc: &Locator<'_>,
+    field: &str,
+    [(lit, lit_name), (env, env_name), (file, file_name)]: [(&Option<String>, &str); 3],
+    problems: &mut Vec<Problem>,
+) -> Option<SecretRef> {
+    match (present(lit), present(env), present(file)) {
+        (Some(v), None, None) => Some(SecretRef::Literal(v.to_owned())),
+        (None, Some(v), None) => Some(SecretRef::Env(v.to_owned())),
+        (None, None, Some(v)) => Some(SecretRef::File(v.to_owned())),
+        _ => {
+            problems.push(loc.problem(
+                field,
+                format!("give exactly one of {lit_name}, {env_name} or {file_name}"),
+            ));
+            None
+        }
+    }
+}
+
+fn positive_duration(
+    loc: &Locator<'_>,
+    field: &str,
+    value: &Option<String>,
+    slot: &mut std::time::Duration,
+    problems: &mut Vec<Problem>,
+) {
+    if let Some(t) = present(value) {
+        match parse_duration(t) {
+            Ok(d) if !d.is_zero() => *slot = d,
+            Ok(_) => problems.push(loc.problem(field, "must be longer than 0")),
+            Err(e) => problems.push(loc.problem(field, e)),
+        }
+    }
+}
+
+fn compile_service(
+    loc: &Locator<'_>,
+    raw: &RawConfig,
+    problems: &mut Vec<Problem>,
+) -> (
+    DaemonConfig,
+    ServerSettings,
+    NotificationsConfig,
+    AuditConfig,
+) {
+    let mut daemon = DaemonConfig::default();
+    if let Some(d) = &raw.daemon {
+        positive_duration(
+            loc,
+            "daemon.interval",
+            &d.interval,
+            &mut daemon.interval,
+            problems,
+        );
+        positive_duration(
+            loc,
+            "daemon.reload_poll",
+            &d.reload_poll,
+            &mut daemon.reload_poll,
+            problems,
+        );
+        if let Some(n) = d.concurrency {
+            if !(1..=100).contains(&n) {
+                problems.push(loc.problem("daemon.concurrency", "must be between 1 and 100"));
+            }
+            daemon.concurrency = n.clamp(1, 100);
+        }
+    }
+    let mut server = ServerSettings::default();
+    if let Some(sv) = &raw.server {
+        if let Some(l) = &sv.listen {
+            let l = l.trim();
+            if !l.is_empty() && l.parse::<std::net::SocketAddr>().is_err() {
+                problems.push(loc.problem(
+                    "server.listen",
+                    format!("'{l}' is not an address:port like 127.0.0.1:8080 (empty turns the server off)"),
+                ));
+            }
+            server.listen = l.to_owned();
+        }
+        for (i, t) in sv.tokens.iter().enumerate() {
+            let field = format!("server.tokens[{i}]");
+            if t.name.trim().is_empty() {
+                problems.push(loc.problem(
+                    &format!("{field}.name"),
+                    "names the operator; must not be empty",
+                ));
+            } else if server.tokens.iter().any(|(n, _)| n == &t.name) {
+                problems.push(loc.problem(
+                    &format!("{field}.name"),
+                    format!("operator '{}' has two tokens", t.name),
+                ));
+            }
+            if let Some(secret) = secret_of(
+                loc,
+                &field,
+                [
+                    (&t.token, "token"),
+                    (&t.token_env, "token_env"),
+                    (&t.token_file, "token_file"),
+                ],
+                problems,
+            ) {
+                server.tokens.push((t.name.trim().to_owned(), secret));
+            }
+        }
+        for (source, w) in &sv.webhooks {
+            let field = format!("server.webhooks.{source}");
+            if !["dockerhub", "github", "harbor", "quay", "distribution"].contains(&source.as_str())
+            {
+                problems.push(loc.problem(
+                    &field,
+                    format!("'{source}' is not a webhook source; use dockerhub, github, harbor, quay or distribution"),
+                ));
+                continue;
+            }
+            if let Some(secret) = secret_of(
+                loc,
+                &field,
+                [
+                    (&w.secret, "secret"),
+                    (&w.secret_env, "secret_env"),
+                    (&w.secret_file, "secret_file"),
+                ],
+                problems,
+            ) {
+                server.webhooks.insert(source.clone(), secret);
+            }
+        }
+    }
+    let mut notifications = NotificationsConfig::default();
+    if let Some(n) = &raw.notifications {
+        notifications.urls = n
+            .urls
+            .iter()
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect();
+        notifications.approve_base_url = present(&n.approve_base_url).map(str::to_owned);
+        positive_duration(
+            loc,
+            "notifications.timeout",
+            &n.timeout,
+            &mut notifications.timeout,
+            problems,
+        );
+        if let Some(a) = n.attempts {
+            if a == 0 {
+                problems.push(loc.problem("notifications.attempts", "must be at least 1"));
+            }
+            notifications.attempts = a.max(1);
+        }
+    }
+    let mut audit = AuditConfig::default();
+    if let Some(a) = &raw.audit
+        && let Some(t) = present(&a.retention)
+    {
+        match parse_duration(t) {
+            Ok(d) if d.is_zero() => audit.retention = None,
+            Ok(d) if d < std::time::Duration::from_secs(24 * 3600) => problems.push(loc.problem(
+                "audit.retention",
+                "must be at least 1d (0 keeps everything)",
+            )),
+            Ok(d) => audit.retention = Some(d),
+            Err(e) => problems.push(loc.problem("audit.retention", e)),
+        }
+    }
+    (daemon, server, notifications, audit)
 }
 
 fn compile_docker(
@@ -1310,6 +1692,8 @@ const WINDOW: Shape = Shape::Map(&[
     ("days", &SCALARS),
     ("start", &SCALAR),
     ("end", &SCALAR),
+    ("cron", &SCALAR),
+    ("duration", &SCALAR),
     ("timezone", &SCALAR),
 ]);
 const WINDOWS: Shape = Shape::Seq(&WINDOW);
@@ -1399,6 +1783,34 @@ const CHECK: Shape = Shape::Map(&[
     ("exec", &EXEC_CHECK),
 ]);
 const CHECKS: Shape = Shape::Seq(&CHECK);
+const DAEMON: Shape = Shape::Map(&[
+    ("interval", &SCALAR),
+    ("concurrency", &SCALAR),
+    ("reload_poll", &SCALAR),
+]);
+const TOKEN: Shape = Shape::Map(&[
+    ("name", &SCALAR),
+    ("token", &SCALAR),
+    ("token_env", &SCALAR),
+    ("token_file", &SCALAR),
+]);
+const SECRET: Shape = Shape::Map(&[
+    ("secret", &SCALAR),
+    ("secret_env", &SCALAR),
+    ("secret_file", &SCALAR),
+]);
+const SERVER: Shape = Shape::Map(&[
+    ("listen", &SCALAR),
+    ("tokens", &Shape::Seq(&TOKEN)),
+    ("webhooks", &Shape::Dict(&SECRET)),
+]);
+const NOTIFICATIONS: Shape = Shape::Map(&[
+    ("urls", &SCALARS),
+    ("approve_base_url", &SCALAR),
+    ("timeout", &SCALAR),
+    ("attempts", &SCALAR),
+]);
+const AUDIT: Shape = Shape::Map(&[("retention", &SCALAR)]);
 const ROOT: Shape = Shape::Map(&[
     ("version", &SCALAR),
     ("state", &STATE),
@@ -1408,6 +1820,10 @@ const ROOT: Shape = Shape::Map(&[
     ("docker", &DOCKER),
     ("registries", &REGISTRIES),
     ("health", &HEALTH),
+    ("daemon", &DAEMON),
+    ("server", &SERVER),
+    ("notifications", &NOTIFICATIONS),
+    ("audit", &AUDIT),
 ]);
 
 fn check_keys(
@@ -1538,6 +1954,76 @@ mod tests {
         assert_eq!(cfg.registries, RegistriesConfig::default());
         assert_eq!(cfg.health, HealthConfig::default());
         assert!(cfg.health_checks.is_empty());
+        assert_eq!(cfg.daemon, DaemonConfig::default());
+        assert_eq!(cfg.server, ServerSettings::default());
+        assert_eq!(cfg.notifications, NotificationsConfig::default());
+        assert_eq!(cfg.audit, AuditConfig::default());
+    }
+
+    #[test]
+    fn service_sections_compile_and_hide_secrets() {
+        let text = r#"
+daemon: { interval: 10m, concurrency: 20 }
+server:
+  listen: "127.0.0.1:9099"
+  tokens:
+    - { name: alice, token: s3cret-token }
+    - { name: bot, token_env: BOT_TOKEN }
+  webhooks:
+    github: { secret_file: /run/gh }
+notifications:
+  urls: ["slack://hook:AAA-BBB-CCC@webhook"]
+audit: { retention: 365d }
+policy:
+  windows:
+    - cron: "0 2 * * SAT"
+      duration: 3h
+      timezone: Europe/Berlin
+"#;
+        let cfg = load("c.yaml", text, &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.daemon.interval, std::time::Duration::from_secs(600));
+        assert_eq!(cfg.daemon.concurrency, 20);
+        assert_eq!(cfg.server.listen, "127.0.0.1:9099");
+        assert_eq!(
+            cfg.server.tokens[1],
+            ("bot".into(), SecretRef::Env("BOT_TOKEN".into()))
+        );
+        assert_eq!(
+            cfg.server.webhooks["github"],
+            SecretRef::File("/run/gh".into())
+        );
+        assert_eq!(
+            cfg.audit.retention,
+            Some(std::time::Duration::from_secs(365 * 86400))
+        );
+        let debug = format!("{cfg:?}");
+        assert!(
+            !debug.contains("s3cret-token") && !debug.contains("AAA-BBB"),
+            "{debug}"
+        );
+        let eff = cfg.policy.resolve(&view(AssetKind::Container, None, "w"));
+        assert!(eff.windows.value[0].contains("2026-11-28T01:30:00Z".parse().expect("ts")));
+        assert!(!eff.windows.value[0].contains("2026-11-28T05:30:00Z".parse().expect("ts")));
+
+        let problems = err_of(
+            "daemon: { concurrency: 101, interval: 0 }\nserver:\n  listen: nowhere\n  tokens: [{ name: a }]\n  webhooks: { gitlab: { secret: x } }\naudit: { retention: 1h }\npolicy:\n  windows:\n    - { cron: \"0 2 * * SAT\" }\n    - { cron: \"bad\", duration: 1h }\n    - { start: \"02:00\" }\n",
+        );
+        for want in [
+            "daemon.concurrency",
+            "daemon.interval",
+            "server.listen",
+            "server.tokens[0]: give exactly one",
+            "server.webhooks.gitlab",
+            "audit.retention",
+            "policy.windows[0].duration",
+            "policy.windows[1].cron",
+            "policy.windows[2].start",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(want)),
+                "{want}: {problems:#?}"
+            );
+        }
     }
 
     #[test]

@@ -147,6 +147,74 @@ pub struct Window {
     pub end: Time,
     pub tz: TimeZone,
     pub tz_name: String,
+    /// A cron window instead: open for `duration` after each time the expression fires (in
+    /// `tz`); `days`, `start` and `end` are then unused.
+    pub cron: Option<CronWindow>,
+}
+
+/// `cron: "0 2 * * SAT"` with `duration: 3h`.
+#[derive(Debug, Clone)]
+pub struct CronWindow {
+    pub expr: String,
+    pub cron: croner::Cron,
+    pub duration: Duration,
+}
+
+/// The longest cron window: windows are scanned minute by minute.
+pub const MAX_CRON_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+
+impl CronWindow {
+    pub fn parse(expr: &str, duration: Duration) -> Result<CronWindow, String> {
+        use std::str::FromStr as _;
+        if duration.is_zero() || duration > MAX_CRON_WINDOW {
+            return Err("the duration of a cron window must be between 1m and 7d".into());
+        }
+        let cron = croner::Cron::from_str(expr.trim())
+            .map_err(|e| format!("'{}' is not a cron expression: {e}", expr.trim()))?;
+        Ok(CronWindow {
+            expr: expr.trim().to_owned(),
+            cron,
+            duration,
+        })
+    }
+
+    /// Whether the expression fires at the minute `t` falls in, read in `tz`.
+    fn fires_at(&self, t: Timestamp, tz: &TimeZone) -> bool {
+        let zoned = t.to_zoned(tz.clone());
+        let Some(offset) = chrono::FixedOffset::east_opt(zoned.offset().seconds()) else {
+            return false;
+        };
+        let dt = zoned.datetime();
+        let Some(naive) = chrono::NaiveDate::from_ymd_opt(
+            i32::from(dt.year()),
+            u32::try_from(dt.month()).unwrap_or(1),
+            u32::try_from(dt.day()).unwrap_or(1),
+        )
+        .and_then(|d| {
+            d.and_hms_opt(
+                u32::try_from(dt.hour()).unwrap_or(0),
+                u32::try_from(dt.minute()).unwrap_or(0),
+                0,
+            )
+        }) else {
+            return false;
+        };
+        let Some(local) = naive.and_local_timezone(offset).single() else {
+            return false;
+        };
+        self.cron.is_time_matching(&local).unwrap_or(false)
+    }
+
+    /// The start of the firing this window is open for at `now`, if any.
+    fn open_since(&self, now: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
+        let minute = now.as_second().div_euclid(60) * 60;
+        let minutes = self.duration.as_secs().div_ceil(60);
+        (0..minutes.max(1)).find_map(|back| {
+            let at = Timestamp::from_second(minute - i64::try_from(back).ok()? * 60).ok()?;
+            let open = now.duration_since(at).unsigned_abs() < self.duration;
+            (open && self.fires_at(at, tz)).then_some(at)
+        })
+    }
 }
 
 fn weekday_index(w: Weekday) -> usize {
@@ -156,6 +224,9 @@ fn weekday_index(w: Weekday) -> usize {
 impl Window {
     /// Whether `now` falls inside this window.
     pub fn contains(&self, now: Timestamp) -> bool {
+        if let Some(c) = &self.cron {
+            return c.open_since(now, &self.tz).is_some();
+        }
         let local = now.to_zoned(self.tz.clone());
         let t = local.time();
         let day = weekday_index(local.weekday());
@@ -174,6 +245,13 @@ impl Window {
     pub fn next_open(&self, now: Timestamp) -> Option<Timestamp> {
         if self.contains(now) {
             return Some(now);
+        }
+        if let Some(c) = &self.cron {
+            let first = now.as_second().div_euclid(60) * 60 + 60;
+            return (0..MAX_CRON_WINDOW.as_secs() / 60).find_map(|i| {
+                let at = Timestamp::from_second(first + i64::try_from(i).ok()? * 60).ok()?;
+                c.fires_at(at, &self.tz).then_some(at)
+            });
         }
         let today = now.to_zoned(self.tz.clone()).date();
         for offset in 0..=7i64 {
@@ -623,7 +701,45 @@ mod tests {
             end: end.parse().unwrap_or_else(|e| panic!("{e}")),
             tz: TimeZone::get(tz).unwrap_or_else(|e| panic!("{e}")),
             tz_name: tz.to_owned(),
+            cron: None,
         }
+    }
+
+    fn cron_window(expr: &str, duration: &str, tz: &str) -> Window {
+        Window {
+            cron: Some(
+                CronWindow::parse(
+                    expr,
+                    parse_duration(duration).unwrap_or_else(|e| panic!("{e}")),
+                )
+                .unwrap_or_else(|e| panic!("{e}")),
+            ),
+            ..window("", "00:00", "00:00", tz)
+        }
+    }
+
+    #[test]
+    fn cron_windows_open_for_their_duration_in_their_time_zone() {
+        // Saturdays 02:00 for 3 hours, Berlin time (UTC+1 in November).
+        let w = cron_window("0 2 * * SAT", "3h", "Europe/Berlin");
+        assert!(!w.contains(ts("2026-11-28T00:59:00Z")), "01:59 Berlin");
+        assert!(w.contains(ts("2026-11-28T01:00:00Z")), "02:00 Berlin");
+        assert!(w.contains(ts("2026-11-28T03:59:59Z")), "04:59 Berlin");
+        assert!(
+            !w.contains(ts("2026-11-28T04:00:00Z")),
+            "05:00 Berlin: closed"
+        );
+        assert!(!w.contains(ts("2026-11-27T01:30:00Z")), "a Friday");
+        assert_eq!(
+            w.next_open(ts("2026-11-22T07:00:00Z")),
+            Some(ts("2026-11-28T01:00:00Z"))
+        );
+        // Every 15 minutes, open 5 minutes.
+        let w = cron_window("*/15 * * * *", "5m", "UTC");
+        assert!(w.contains(ts("2026-11-22T10:31:00Z")));
+        assert!(!w.contains(ts("2026-11-22T10:36:00Z")));
+        assert!(CronWindow::parse("61 * * * *", std::time::Duration::from_secs(60)).is_err());
+        assert!(CronWindow::parse("* * * * *", std::time::Duration::ZERO).is_err());
     }
 
     fn ts(s: &str) -> Timestamp {

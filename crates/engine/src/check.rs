@@ -12,8 +12,9 @@ use std::sync::Arc;
 use futures_util::stream::{self, StreamExt};
 use jiff::Timestamp;
 use safe_updater_core::asset::Asset;
+use safe_updater_core::constraint::Constraint;
 use safe_updater_core::decide::{
-    ApprovalFact, Available, DigestDrift, Evaluation, Facts, evaluate,
+    ApprovalFact, Available, DigestDrift, Evaluation, Facts, PinFact, evaluate,
 };
 use safe_updater_core::reference::ImageRef;
 use safe_updater_docker::ContainerExtra;
@@ -70,7 +71,22 @@ pub async fn check<R: RegistryApi>(
     actor: &str,
     correlation_id: &str,
 ) -> Result<CheckReport, EngineError> {
-    let assets = store.list_assets(&AssetFilter::default())?;
+    check_some(config, store, cycle, now, actor, correlation_id, &|_| true).await
+}
+
+/// [`check`] for the tracked assets `wanted` selects: those due by their own check interval,
+/// or those using a repository a registry webhook just announced.
+pub async fn check_some<R: RegistryApi>(
+    config: &safe_updater_core::config::Config,
+    store: &mut Store,
+    cycle: &Cycle<R>,
+    now: Timestamp,
+    actor: &str,
+    correlation_id: &str,
+    wanted: &(dyn Fn(&Asset) -> bool + Sync),
+) -> Result<CheckReport, EngineError> {
+    let mut assets = store.list_assets(&AssetFilter::default())?;
+    assets.retain(|a| wanted(a));
     let mut checks: Vec<AssetCheck> = Vec::with_capacity(assets.len());
     // Parse every reference first; a reference Docker itself would refuse is one asset's
     // problem, not the cycle's.
@@ -245,11 +261,36 @@ fn facts_for(store: &Store, asset: &Asset, current: &str) -> Result<Facts, Engin
             u.error
                 .unwrap_or_else(|| format!("update to {} failed", u.to_ref))
         });
+    // Operators' overrides. A stored pin that no longer parses stops the asset rather than
+    // being ignored: ignoring it would let through exactly what the operator held back.
+    let overrides = store.overrides(&asset.id)?;
+    let mut pin = None;
+    let mut blocked = None;
+    if let Some(p) = overrides.as_ref().and_then(|o| o.pin.as_ref()) {
+        match Constraint::parse(&p.constraint) {
+            Ok(constraint) => {
+                pin = Some(PinFact {
+                    constraint,
+                    operator: p.by.clone(),
+                });
+            }
+            Err(e) => {
+                blocked = Some(format!(
+                    "the operator pin {:?} set by {} cannot be read ({e}); unpin it or pin a valid constraint",
+                    p.constraint, p.by
+                ));
+            }
+        }
+    }
+    let snoozed_until = overrides.and_then(|o| o.snooze).map(|s| (s.until, s.by));
     Ok(Facts {
         current: current.to_owned(),
         failed,
         approvals,
         frozen,
+        pin,
+        snoozed_until,
+        blocked,
         ..Facts::default()
     })
 }

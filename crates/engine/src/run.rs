@@ -39,10 +39,9 @@ pub async fn connect_all(specs: &[EngineSpec]) -> Vec<Engine> {
     engines
 }
 
-/// Orders assets so that what others depend on is updated first (compose `depends_on` within
-/// a project, Watchtower's `depends-on` label by container name). Cycles and unknown names
-/// keep the given order for what they involve.
-pub fn dependency_order(assets: &[Asset]) -> Vec<usize> {
+/// `(dependency, dependent)` index pairs: compose `depends_on` within a project, Watchtower's
+/// `depends-on` label by container name. Unknown names are ignored.
+fn dependency_edges(assets: &[Asset]) -> Vec<(usize, usize)> {
     let key_of = |a: &Asset| -> Vec<String> {
         let mut keys = vec![format!("name:{}/{}", a.location, a.name)];
         if let Ok(x) = ContainerExtra::from_asset(a)
@@ -82,22 +81,63 @@ pub fn dependency_order(assets: &[Asset]) -> Vec<usize> {
             index.insert(k, i);
         }
     }
-    // Kahn's algorithm, always taking the lowest remaining index so the order is stable.
-    let mut indegree = vec![0usize; assets.len()];
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); assets.len()];
+    let mut edges = Vec::new();
     for (i, a) in assets.iter().enumerate() {
         for d in deps_of(a) {
             if let Some(&j) = index.get(&d)
                 && j != i
             {
-                indegree[i] += 1;
-                dependents[j].push(i);
+                edges.push((j, i));
             }
         }
     }
+    edges
+}
+
+/// Orders assets so that what others depend on is updated first. Cycles keep the given order
+/// for what they involve.
+pub fn dependency_order(assets: &[Asset]) -> Vec<usize> {
+    order_by_edges(assets.len(), &dependency_edges(assets))
+}
+
+/// Assets that depend on each other, directly or not, in one group each (in dependency
+/// order); groups never share an asset, so they may be updated at the same time while the
+/// members of one group never are.
+pub fn dependency_groups(assets: &[Asset]) -> Vec<Vec<usize>> {
+    let edges = dependency_edges(assets);
+    let mut parent: Vec<usize> = (0..assets.len()).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    for &(a, b) in &edges {
+        let (ra, rb) = (root(&mut parent, a), root(&mut parent, b));
+        if ra != rb {
+            parent[ra.max(rb)] = ra.min(rb);
+        }
+    }
+    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for i in order_by_edges(assets.len(), &edges) {
+        let r = root(&mut parent, i);
+        groups.entry(r).or_default().push(i);
+    }
+    groups.into_values().collect()
+}
+
+/// Kahn's algorithm, always taking the lowest remaining index so the order is stable.
+fn order_by_edges(n: usize, edges: &[(usize, usize)]) -> Vec<usize> {
+    let mut indegree = vec![0usize; n];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for &(j, i) in edges {
+        indegree[i] += 1;
+        dependents[j].push(i);
+    }
     let mut ready: std::collections::BTreeSet<usize> =
-        (0..assets.len()).filter(|&i| indegree[i] == 0).collect();
-    let mut order = Vec::with_capacity(assets.len());
+        (0..n).filter(|&i| indegree[i] == 0).collect();
+    let mut order = Vec::with_capacity(n);
     while let Some(i) = ready.pop_first() {
         order.push(i);
         for &d in &dependents[i] {
@@ -108,7 +148,7 @@ pub fn dependency_order(assets: &[Asset]) -> Vec<usize> {
         }
     }
     // What a cycle left behind, in the given order.
-    for i in 0..assets.len() {
+    for i in 0..n {
         if !order.contains(&i) {
             order.push(i);
         }
@@ -354,5 +394,30 @@ mod tests {
             .map(|i| assets[i].name.as_str())
             .collect();
         assert_eq!(order, ["c", "a", "b"]);
+    }
+
+    #[test]
+    fn groups_hold_what_depends_on_each_other_in_order() {
+        let assets = vec![
+            asset("app-web-1", Some("app"), Some("web"), &["api"], None),
+            asset("lone", None, None, &[], None),
+            asset("app-api-1", Some("app"), Some("api"), &["db"], None),
+            asset("app-db-1", Some("app"), Some("db"), &[], None),
+            asset("proxy", None, None, &[], Some("app-web-1")),
+            asset("x", None, None, &[], Some("y")),
+            asset("y", None, None, &[], None),
+        ];
+        let groups: Vec<Vec<&str>> = dependency_groups(&assets)
+            .into_iter()
+            .map(|g| g.into_iter().map(|i| assets[i].name.as_str()).collect())
+            .collect();
+        assert_eq!(
+            groups,
+            vec![
+                vec!["app-db-1", "app-api-1", "app-web-1", "proxy"],
+                vec!["lone"],
+                vec!["y", "x"],
+            ]
+        );
     }
 }

@@ -1,0 +1,368 @@
+//! `safe-updater watch`: cycles on a schedule, for as long as the process runs.
+//!
+//! One cycle at a time: recover what a crash interrupted, scan, check the assets that are due
+//! (or that a registry webhook or an operator's answer concerns), then apply what policy
+//! allows with at most `daemon.concurrency` updates in flight, assets that depend on each
+//! other one after the other, higher `safe-updater.io/priority` first. Windows, cooldowns,
+//! approvals, pins and snoozes are the core's `evaluate`; nothing here decides whether an
+//! update may run, only when and how many at once.
+//!
+//! The queue is the store: what is approved and not yet applied is found again by the next
+//! cycle's check, so a restart loses nothing; an update a crash cut short is restored by
+//! `recover` at the start of the next cycle. SIGTERM stops starting updates, lets those in
+//! flight finish (or roll back), then exits. SIGHUP, or a change of the config file, reloads
+//! the configuration; one that does not load is refused with its reasons logged and the old
+//! one keeps running.
+
+mod backend;
+mod cycle;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use safe_updater_core::config::Config;
+use safe_updater_core::health::SecretRef;
+use safe_updater_notify::{Notifier, NotifyOptions};
+use safe_updater_server::{ApiToken, Metrics, Readiness, Secret, ServerConfig, WebhookSecrets};
+use safe_updater_store::Store;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Mutex, mpsc};
+
+pub use backend::DaemonBackend;
+pub use cycle::CycleSummary;
+
+/// Loads the configuration (the file and the environment), or says why it cannot.
+pub type ConfigLoader = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("the configuration cannot be used: {0}")]
+    Config(String),
+    #[error("cannot open the state database {path}: {source}")]
+    Store {
+        path: String,
+        source: safe_updater_store::StoreError,
+    },
+    #[error(
+        "cannot listen on {addr}: {source} (set server.listen to a free address, or \"\" to turn the server off)"
+    )]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot install the signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error("notifications: {0}")]
+    Notify(String),
+}
+
+/// What wakes the daemon besides its timer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// A registry announced a push to this repository.
+    Repository {
+        registry: Option<String>,
+        repository: String,
+    },
+    /// An operator answered for these assets.
+    Assets(Vec<String>),
+}
+
+/// How the daemon is started.
+#[derive(Clone)]
+pub struct DaemonOptions {
+    pub loader: ConfigLoader,
+    /// The file to watch for changes (none: defaults only, nothing to watch).
+    pub config_path: Option<PathBuf>,
+    pub state_path: PathBuf,
+    /// The process environment, for engine and registry settings.
+    pub env: Vec<(String, String)>,
+    /// Who the daemon's own actions are recorded as.
+    pub actor: String,
+}
+
+impl std::fmt::Debug for DaemonOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaemonOptions")
+            .field("config_path", &self.config_path)
+            .field("state_path", &self.state_path)
+            .field("actor", &self.actor)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What cycles share.
+pub(crate) struct Shared {
+    pub options: DaemonOptions,
+    pub metrics: Metrics,
+    pub notifier: Notifier,
+    pub stopping: AtomicBool,
+    /// When each asset was last checked, for per-asset check intervals.
+    pub last_checked: Mutex<HashMap<String, jiff::Timestamp>>,
+    /// When the audit trail was last pruned.
+    pub last_pruned: Mutex<Option<jiff::Timestamp>>,
+}
+
+fn read_secret(s: &SecretRef, env: &[(String, String)]) -> Result<Secret, String> {
+    match s {
+        SecretRef::Literal(v) => Ok(Secret::new(v.clone())),
+        SecretRef::Env(var) => env
+            .iter()
+            .find(|(k, _)| k == var)
+            .map(|(_, v)| Secret::new(v.clone()))
+            .ok_or_else(|| format!("the environment variable {var} is not set")),
+        SecretRef::File(path) => Secret::from_file(std::path::Path::new(path))
+            .map_err(|e| format!("cannot read {path}: {e}")),
+    }
+}
+
+fn server_config(cfg: &Config, env: &[(String, String)]) -> Result<Option<ServerConfig>, String> {
+    let listen = cfg.server.listen.trim();
+    if listen.is_empty() {
+        return Ok(None);
+    }
+    let listen: SocketAddr = listen
+        .parse()
+        .map_err(|_| format!("server.listen: '{listen}' is not an address:port"))?;
+    let mut tokens = Vec::new();
+    for (name, secret) in &cfg.server.tokens {
+        let secret =
+            read_secret(secret, env).map_err(|e| format!("server.tokens ({name}): {e}"))?;
+        tokens.push(ApiToken::new(name.clone(), secret));
+    }
+    let mut webhooks = WebhookSecrets::default();
+    for (source, secret) in &cfg.server.webhooks {
+        let secret =
+            Some(read_secret(secret, env).map_err(|e| format!("server.webhooks.{source}: {e}"))?);
+        match source.as_str() {
+            "dockerhub" => webhooks.dockerhub = secret,
+            "github" => webhooks.github = secret,
+            "harbor" => webhooks.harbor = secret,
+            "quay" => webhooks.quay = secret,
+            _ => webhooks.distribution = secret,
+        }
+    }
+    let config = ServerConfig {
+        listen,
+        tokens,
+        webhooks,
+    };
+    config.validate().map_err(|problems| {
+        problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    Ok(Some(config))
+}
+
+fn modified(path: &Option<PathBuf>) -> Option<SystemTime> {
+    path.as_ref()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .and_then(|m| m.modified().ok())
+}
+
+/// Runs until SIGTERM or SIGINT. Returns once every update in flight has finished.
+pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
+    let cfg = (options.loader)().map_err(DaemonError::Config)?;
+    let mut cfg = Arc::new(cfg);
+    let readiness = Readiness::new();
+    Store::open(&options.state_path).map_err(|source| DaemonError::Store {
+        path: options.state_path.display().to_string(),
+        source,
+    })?;
+    readiness.set_store_open();
+    let metrics = Metrics::new();
+    let notifier = Notifier::from_urls(
+        &cfg.notifications.urls,
+        NotifyOptions {
+            approve_base_url: cfg.notifications.approve_base_url.clone(),
+            timeout: cfg.notifications.timeout,
+            attempts: cfg.notifications.attempts,
+            ..NotifyOptions::default()
+        },
+    )
+    .map_err(|e| DaemonError::Notify(e.to_string()))?;
+    for channel in notifier.channels() {
+        tracing::info!(event = "notify.channel", channel = %channel, "notifications go to this channel");
+    }
+    let (trigger_tx, mut trigger_rx) = mpsc::unbounded_channel::<Trigger>();
+    let (stop_server_tx, stop_server_rx) = tokio::sync::watch::channel(false);
+    let mut server_task = None;
+    if let Some(server) = server_config(&cfg, &options.env).map_err(DaemonError::Config)? {
+        let listener =
+            safe_updater_server::bind(&server)
+                .await
+                .map_err(|source| DaemonError::Listen {
+                    addr: server.listen.to_string(),
+                    source,
+                })?;
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let backend = Arc::new(DaemonBackend::new(
+            options.state_path.clone(),
+            trigger_tx.clone(),
+        ));
+        let state = safe_updater_server::AppState::new(
+            &server,
+            backend,
+            metrics.clone(),
+            readiness.clone(),
+        );
+        let router = safe_updater_server::router(state);
+        let mut stop = stop_server_rx.clone();
+        server_task = Some(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = safe_updater_server::serve(listener, router, shutdown).await {
+                tracing::error!(event = "server.failed", error = %e, "the HTTP server stopped");
+            }
+        }));
+        tracing::info!(event = "server.listening", address = %addr, "serving /healthz, /readyz, /metrics, the approvals API and webhooks");
+    }
+    let shared = Arc::new(Shared {
+        options: options.clone(),
+        metrics,
+        notifier: notifier.clone(),
+        stopping: AtomicBool::new(false),
+        last_checked: Mutex::new(HashMap::new()),
+        last_pruned: Mutex::new(None),
+    });
+
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let mut config_seen = modified(&options.config_path);
+    let mut poll = tokio::time::interval(cfg.daemon.reload_poll);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_cycle = tokio::time::Instant::now();
+    let mut running: Option<tokio::task::JoinHandle<()>> = None;
+    let mut waiting: Vec<Trigger> = Vec::new();
+    tracing::info!(
+        event = "daemon.started",
+        interval = %humanize(cfg.daemon.interval),
+        concurrency = cfg.daemon.concurrency,
+        state = %options.state_path.display(),
+        "safe-updater is watching"
+    );
+
+    loop {
+        // Start work when none runs: a scheduled cycle when due, else what triggers asked.
+        if running.as_ref().is_none_or(|h| h.is_finished()) {
+            if let Some(h) = running.take() {
+                let _ = h.await;
+            }
+            let now = tokio::time::Instant::now();
+            let scope = if now >= next_cycle {
+                next_cycle = now + cfg.daemon.interval;
+                waiting.clear();
+                Some(cycle::Scope::Due)
+            } else if !waiting.is_empty() {
+                Some(cycle::Scope::Triggered(std::mem::take(&mut waiting)))
+            } else {
+                None
+            };
+            if let Some(scope) = scope {
+                readiness.set_cycle_started();
+                let (shared, cfg) = (Arc::clone(&shared), Arc::clone(&cfg));
+                running = Some(tokio::spawn(async move {
+                    cycle::run(&shared, &cfg, scope).await;
+                }));
+            }
+        }
+        let wake_at = if running.is_some() {
+            tokio::time::Instant::now() + Duration::from_millis(200)
+        } else {
+            next_cycle
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake_at) => {}
+            Some(t) = trigger_rx.recv() => {
+                tracing::info!(event = "daemon.triggered", trigger = ?t, "a check was asked for");
+                waiting.push(t);
+            }
+            _ = sighup.recv() => {
+                cfg = reload(&options, cfg, "SIGHUP");
+                config_seen = modified(&options.config_path);
+                next_cycle = next_cycle.min(tokio::time::Instant::now() + cfg.daemon.interval);
+            }
+            _ = poll.tick() => {
+                let now_seen = modified(&options.config_path);
+                if now_seen != config_seen {
+                    config_seen = now_seen;
+                    cfg = reload(&options, cfg, "file change");
+                    next_cycle = next_cycle.min(tokio::time::Instant::now() + cfg.daemon.interval);
+                }
+            }
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        }
+    }
+
+    tracing::info!(
+        event = "daemon.stopping",
+        "stopping: no new update starts; those in flight finish or roll back"
+    );
+    shared.stopping.store(true, Ordering::SeqCst);
+    readiness.set_shutting_down();
+    if let Some(h) = running.take() {
+        let _ = h.await;
+    }
+    let report = notifier.flush(Duration::from_secs(10)).await;
+    if report.pending > 0 {
+        tracing::warn!(
+            event = "notify.unsent",
+            pending = report.pending,
+            "notifications still unsent at shutdown"
+        );
+    }
+    let _ = stop_server_tx.send(true);
+    if let Some(t) = server_task {
+        let _ = t.await;
+    }
+    tracing::info!(event = "daemon.stopped", "stopped");
+    Ok(())
+}
+
+/// A new configuration if it loads; otherwise the old one, with the reasons logged.
+fn reload(options: &DaemonOptions, old: Arc<Config>, why: &str) -> Arc<Config> {
+    match (options.loader)() {
+        Ok(new) => {
+            tracing::info!(event = "config.reloaded", trigger = why, source = %new.source, "configuration reloaded");
+            if new.server.listen != old.server.listen || new.server.tokens != old.server.tokens {
+                tracing::warn!(
+                    event = "config.restart_needed",
+                    "server settings changed; they take effect at the next start"
+                );
+            }
+            Arc::new(new)
+        }
+        Err(e) => {
+            tracing::error!(event = "config.rejected", trigger = why, reason = %e, "the new configuration was refused; the previous one keeps running");
+            old
+        }
+    }
+}
+
+pub(crate) fn humanize(d: Duration) -> String {
+    humantime_like(d)
+}
+
+fn humantime_like(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => format!("{}ms", d.as_millis()),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
