@@ -773,6 +773,7 @@ mod tests {
             chart_version: "0.1.1".into(),
             app_version: Some("1.0.1".into()),
             config: serde_json::json!({}),
+            chart_values: serde_json::Value::Null,
             last_deployed: None,
             description: None,
         };

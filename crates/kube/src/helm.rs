@@ -19,6 +19,7 @@ use tokio::io::AsyncWriteExt as _;
 
 use crate::error::KubeError;
 use crate::guard::Mode;
+use crate::helm_release::HelmRelease;
 use crate::target::KubeTarget;
 use crate::update::ApplyOptions;
 use safe_updater_core::asset::AssetKind;
@@ -546,6 +547,42 @@ impl KubeTarget {
             }
         }
         Ok(outcome)
+    }
+
+    /// Changes the image a Helm-managed workload runs through its release's values (the same
+    /// chart version, the release's values kept, the image value found by
+    /// [`crate::helm_release::find_image_value`] set with `--set-string`), then verifies and rolls
+    /// back like [`Self::helm_upgrade`]. The override becomes part of the release's values.
+    pub async fn helm_set_image(
+        &self,
+        helm: &Helm,
+        release: &HelmRelease,
+        source: ChartSource,
+        current_image: &str,
+        new_image: &str,
+        opts: &ApplyOptions,
+    ) -> Result<HelmOutcome, KubeError> {
+        let value = crate::helm_release::find_image_value(release, current_image).ok_or_else(|| {
+            KubeError::Invalid(format!(
+                "no value of release {}/{} sets the image {current_image}: upgrade its chart instead",
+                release.namespace, release.name
+            ))
+        })?;
+        let pair = value.set_string(new_image).ok_or_else(|| {
+            KubeError::Invalid(format!("{new_image} has no tag to set in {value:?}"))
+        })?;
+        let req = UpgradeRequest {
+            release: release.name.clone(),
+            namespace: release.namespace.clone(),
+            chart: release.chart_name.clone(),
+            source,
+            version: Some(release.chart_version.clone()),
+            values: release.config.clone(),
+            set_string: vec![pair],
+            force_conflicts: false,
+            install: false,
+        };
+        self.helm_upgrade(helm, &req, release.revision, opts).await
     }
 
     /// Verifies every Deployment, StatefulSet and DaemonSet of a release (by Helm's

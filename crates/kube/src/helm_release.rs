@@ -35,6 +35,9 @@ pub struct HelmRelease {
     pub app_version: Option<String>,
     /// The values the user supplied (`helm get values`), not the chart's defaults.
     pub config: serde_json::Value,
+    /// The chart's default values (`values.yaml` of the deployed chart version).
+    #[serde(default)]
+    pub chart_values: serde_json::Value,
     pub last_deployed: Option<String>,
     pub description: Option<String>,
 }
@@ -119,6 +122,7 @@ pub fn release_from_json(json: &[u8]) -> Result<HelmRelease, KubeError> {
             Some(serde_json::Value::Null) | None => serde_json::Value::Object(Default::default()),
             Some(v) => v,
         },
+        chart_values: chart.values.unwrap_or(serde_json::Value::Null),
         last_deployed: info.last_deployed,
         description: info.description,
     })
@@ -140,6 +144,130 @@ pub fn newest_revisions(
         }
     }
     newest.into_values().collect()
+}
+
+/// Where a release's values set a container's image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ImageValue {
+    /// `<path>` is a tag next to a `repository` (the common `image: {repository, tag}` shape):
+    /// set it to the new tag.
+    Tag(String),
+    /// `<path>` holds the whole reference (`image: repo:tag`): set it to the new image.
+    Full(String),
+}
+
+impl ImageValue {
+    /// The `--set-string` pair that makes the release run `new_image`.
+    pub fn set_string(&self, new_image: &str) -> Option<(String, String)> {
+        match self {
+            ImageValue::Tag(path) => {
+                let tag = image_tag(new_image)?;
+                Some((path.clone(), tag.to_owned()))
+            }
+            ImageValue::Full(path) => Some((path.clone(), new_image.to_owned())),
+        }
+    }
+}
+
+/// The tag of an image reference (`host:5000/a/b:1.2` → `1.2`), not confused by a port.
+fn image_tag(image: &str) -> Option<&str> {
+    let without_digest = image.split('@').next()?;
+    let last = without_digest.rsplit('/').next()?;
+    last.split_once(':').map(|(_, t)| t)
+}
+
+fn image_repository(image: &str) -> &str {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    match image_tag(without_digest) {
+        Some(tag) => &without_digest[..without_digest.len() - tag.len() - 1],
+        None => without_digest,
+    }
+}
+
+/// Finds the value of a release that sets `image` (what a workload of the release runs), in its
+/// chart defaults merged with the user's values: an object with `repository` (optionally
+/// `registry`) and `tag`, or a string equal to the image. `None` when no value matches (then the
+/// image cannot be changed through values; a chart upgrade is the way).
+pub fn find_image_value(release: &HelmRelease, image: &str) -> Option<ImageValue> {
+    let mut merged = release.chart_values.clone();
+    merge_values(&mut merged, &release.config);
+    let repo = image_repository(image);
+    let tag = image_tag(image);
+    let mut found = None;
+    walk(&merged, &mut Vec::new(), &mut |path, v| {
+        if found.is_some() {
+            return;
+        }
+        let dotted = path.join(".");
+        match v {
+            serde_json::Value::String(s) if s == image && !path.is_empty() => {
+                found = Some(ImageValue::Full(dotted));
+            }
+            serde_json::Value::Object(m) => {
+                let Some(r) = m.get("repository").and_then(|r| r.as_str()) else {
+                    return;
+                };
+                let full_repo = match m
+                    .get("registry")
+                    .and_then(|r| r.as_str())
+                    .filter(|r| !r.is_empty())
+                {
+                    Some(reg) => format!("{reg}/{r}"),
+                    None => r.to_owned(),
+                };
+                let tag_value = match m.get("tag") {
+                    Some(serde_json::Value::String(t)) => Some(t.clone()),
+                    Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+                    _ => None,
+                };
+                let repo_matches = full_repo == repo || repo.ends_with(&format!("/{full_repo}"));
+                if repo_matches && tag_value.as_deref() == tag {
+                    let prefix = if dotted.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{dotted}.")
+                    };
+                    found = Some(ImageValue::Tag(format!("{prefix}tag")));
+                }
+            }
+            _ => {}
+        }
+    });
+    found
+}
+
+fn walk<'a>(
+    v: &'a serde_json::Value,
+    path: &mut Vec<&'a str>,
+    f: &mut dyn FnMut(&[&'a str], &'a serde_json::Value),
+) {
+    f(path, v);
+    if let serde_json::Value::Object(m) = v {
+        for (k, child) in m {
+            path.push(k);
+            walk(child, path, f);
+            path.pop();
+        }
+    }
+}
+
+/// Helm's coalescing of user values over chart defaults: maps merge, everything else replaces.
+fn merge_values(base: &mut serde_json::Value, over: &serde_json::Value) {
+    match (base, over) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(existing) if existing.is_object() && v.is_object() => {
+                        merge_values(existing, v)
+                    }
+                    _ => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -171,6 +299,8 @@ struct WireInfo {
 struct WireChart {
     #[serde(default)]
     metadata: Option<WireMetadata>,
+    #[serde(default)]
+    values: Option<serde_json::Value>,
 }
 
 #[derive(Default, Deserialize)]
@@ -252,6 +382,42 @@ mod tests {
         let data = base64::engine::general_purpose::STANDARD.encode(gz.finish().expect("gzip"));
         let e = decode_release(data.as_bytes()).expect_err("bomb");
         assert!(e.to_string().contains("larger than"), "{e}");
+    }
+
+    #[test]
+    fn image_values_are_found_in_defaults_merged_with_user_values() {
+        let mut r = decode_release(&helm_encode(RELEASE)).expect("decodes");
+        assert_eq!(
+            r.chart_values,
+            serde_json::json!({"image": {"tag": "1.0.0"}})
+        );
+        r.chart_values = serde_json::json!({
+            "image": {"repository": "127.0.0.1:5001/demo/web", "tag": "1.0.0", "pullPolicy": "IfNotPresent"},
+            "sidecar": {"image": "busybox:1.36"},
+            "db": {"image": {"registry": "docker.io", "repository": "bitnami/postgresql", "tag": 16}}
+        });
+        r.config = serde_json::json!({"image": {"tag": "1.0.1"}});
+        // The user's value wins: the running image is 1.0.1.
+        assert_eq!(find_image_value(&r, "127.0.0.1:5001/demo/web:1.0.0"), None);
+        let v = find_image_value(&r, "127.0.0.1:5001/demo/web:1.0.1").expect("found");
+        assert_eq!(v, ImageValue::Tag("image.tag".into()));
+        assert_eq!(
+            v.set_string("127.0.0.1:5001/demo/web:1.1.0"),
+            Some(("image.tag".into(), "1.1.0".into()))
+        );
+        assert_eq!(
+            find_image_value(&r, "busybox:1.36"),
+            Some(ImageValue::Full("sidecar.image".into()))
+        );
+        assert_eq!(
+            find_image_value(&r, "docker.io/bitnami/postgresql:16"),
+            Some(ImageValue::Tag("db.image.tag".into()))
+        );
+        assert_eq!(image_tag("host:5000/a/b"), None);
+        assert_eq!(
+            image_repository("host:5000/a/b:1.2@sha256:00"),
+            "host:5000/a/b"
+        );
     }
 
     #[test]

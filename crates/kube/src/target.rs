@@ -101,6 +101,16 @@ pub struct DiscoveryReport {
     pub warnings: Vec<String>,
 }
 
+impl DiscoveryReport {
+    /// The Helm release that manages a workload asset, if it was discovered too.
+    pub fn release_of(&self, asset: &Asset) -> Option<&HelmRelease> {
+        let owner = KubeExtra::from_asset(asset)?.helm?;
+        self.releases
+            .iter()
+            .find(|r| r.name == owner.release && r.namespace == owner.namespace)
+    }
+}
+
 /// One Kubernetes context.
 #[derive(Clone)]
 pub struct KubeTarget {

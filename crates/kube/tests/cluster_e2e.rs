@@ -857,3 +857,92 @@ async fn pull_credentials_come_from_the_workloads_image_pull_secrets() {
         "the registry should refuse anonymous listing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_helm_managed_image_is_updated_through_helm_and_never_patched() {
+    let Some(env) = env() else { return };
+    let ids = identities(env);
+    let ns = Namespace::new(env, "helmimage");
+    let helm = install_chart(env, &ids.update, &ns.name, "web", "0.1.0", oci_source(env)).await;
+    let t = target(&ids.update, Mode::Update).await;
+    let mut filter = only(&ns.name);
+    filter.kinds = vec![AssetKind::Deployment, AssetKind::HelmRelease];
+    let report = t.discover(&filter, now()).await.expect("discovers");
+    let deploy = report
+        .assets
+        .iter()
+        .find(|a| a.kind == AssetKind::Deployment)
+        .expect("chart deployment")
+        .clone();
+    assert_eq!(deploy.image, format!("{}:1.0.0", env.image_repo));
+
+    // Never patched directly.
+    let err = t
+        .apply_image(
+            &deploy,
+            &format!("{}:1.0.1", env.image_repo),
+            &quick(),
+            now(),
+        )
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&err, KubeError::Invalid(m) if m.contains("Helm")),
+        "{err}"
+    );
+
+    let release = report.release_of(&deploy).expect("its release").clone();
+    let good = t
+        .helm_set_image(
+            &helm,
+            &release,
+            oci_source(env),
+            &deploy.image,
+            &format!("{}:1.0.1", env.image_repo),
+            &quick(),
+        )
+        .await
+        .expect("runs");
+    assert!(good.healthy && good.rolled_back.is_none(), "{good:#?}");
+    let report = t.discover(&filter, now()).await.expect("discovers");
+    let deploy = report
+        .assets
+        .iter()
+        .find(|a| a.kind == AssetKind::Deployment)
+        .expect("deployment")
+        .clone();
+    assert_eq!(deploy.image, format!("{}:1.0.1", env.image_repo));
+    let release = report.release_of(&deploy).expect("release").clone();
+    assert_eq!(
+        (release.chart_version.as_str(), release.revision),
+        ("0.1.0", 2)
+    );
+    assert_eq!(
+        release.config["replicaCount"],
+        serde_json::json!(1),
+        "the release's values are kept"
+    );
+
+    let bad = t
+        .helm_set_image(
+            &helm,
+            &release,
+            oci_source(env),
+            &deploy.image,
+            &format!("{}:1.0.2", env.image_repo),
+            &quick(),
+        )
+        .await
+        .expect("runs");
+    assert!(
+        !bad.healthy && bad.rolled_back.is_some() && bad.restored_healthy == Some(true),
+        "{bad:#?}"
+    );
+    let report = t.discover(&filter, now()).await.expect("discovers");
+    let deploy = report
+        .assets
+        .iter()
+        .find(|a| a.kind == AssetKind::Deployment)
+        .expect("deployment");
+    assert_eq!(deploy.image, format!("{}:1.0.1", env.image_repo));
+}
