@@ -946,3 +946,71 @@ async fn a_helm_managed_image_is_updated_through_helm_and_never_patched() {
         .expect("deployment");
     assert_eq!(deploy.image, format!("{}:1.0.1", env.image_repo));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemonset_and_cronjob_images_are_patched_and_jobs_refused() {
+    let Some(env) = env() else { return };
+    let ids = identities(env);
+    let ns = Namespace::new(env, "kinds");
+    let image = format!("{}:1.0.0", env.image_repo);
+    ns.apply(&format!(
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: agent}}\nspec:\n  selector: {{matchLabels: {{app: agent}}}}\n  template:\n    metadata: {{labels: {{app: agent}}}}\n    spec:\n      containers: [{{name: agent, image: \"{image}\"}}]\n---\napiVersion: batch/v1\nkind: CronJob\nmetadata: {{name: nightly}}\nspec:\n  schedule: \"0 3 * * *\"\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers: [{{name: task, image: \"{image}\"}}]\n---\napiVersion: batch/v1\nkind: Job\nmetadata: {{name: once}}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{{name: task, image: \"{image}\"}}]\n"
+    ));
+    let t = target(&ids.update, Mode::Update).await;
+    let c = t.context().to_owned();
+    let ds_id = format!("k8s/{c}/{}/DaemonSet/agent/agent", ns.name);
+    let assets = discover_until(&t, &only(&ns.name), &ds_id, |a| {
+        KubeExtra::from_asset(a).is_some_and(|x| x.ready_pods == 1)
+    })
+    .await;
+    let new_image = format!("{}:1.0.1", env.image_repo);
+    for id in [
+        ds_id.clone(),
+        format!("k8s/{c}/{}/CronJob/nightly/task", ns.name),
+    ] {
+        let asset = assets.iter().find(|a| a.id == id).expect("asset");
+        let outcome = t
+            .apply_image(asset, &new_image, &quick(), now())
+            .await
+            .expect("applies");
+        assert!(
+            outcome.healthy && !outcome.rolled_back,
+            "{id}: {outcome:#?}"
+        );
+        assert_eq!(
+            t.snapshot(asset, now())
+                .await
+                .expect("snapshot")
+                .previous_image,
+            new_image,
+            "{id}"
+        );
+    }
+    let job = assets
+        .iter()
+        .find(|a| a.kind == AssetKind::Job)
+        .expect("job");
+    let err = t
+        .apply_image(job, &new_image, &quick(), now())
+        .await
+        .expect_err("a Job cannot change");
+    assert!(matches!(err, KubeError::Invalid(_)), "{err}");
+
+    // A bad DaemonSet update is restored too.
+    let ds = assets.iter().find(|a| a.id == ds_id).expect("ds");
+    let bad = t
+        .apply_image(ds, &format!("{}:1.0.2", env.image_repo), &quick(), now())
+        .await
+        .expect("runs");
+    assert!(
+        !bad.healthy && bad.rolled_back && bad.restored_healthy == Some(true),
+        "{bad:#?}"
+    );
+    assert_eq!(
+        t.snapshot(ds, now())
+            .await
+            .expect("snapshot")
+            .previous_image,
+        new_image
+    );
+}
