@@ -1,4 +1,4 @@
--- The current schema of the safe-updater state store (schema version 3), for reading.
+-- The current schema of the safe-updater state store (schema version 4), for reading.
 --
 -- The database is built by the migrations in migrations/, never from this file; the test
 -- `migrations_match_schema_sql` checks that the two agree. When adding a migration, update
@@ -157,3 +157,18 @@ WHEN EXISTS (SELECT 1 FROM audit WHERE seq = NEW.seq AND hash <> NEW.hash)
 BEGIN
     SELECT RAISE(ABORT, 'an audit checkpoint must carry the hash of the record it marks');
 END;
+
+-- Operators' standing instructions for one asset: a pin (a version constraint the caller
+-- checked) and a snooze (no update before a time), each with who set it and when. A row with
+-- neither part is deleted. No foreign key to assets: a recreated container keeps them.
+CREATE TABLE asset_overrides (
+    asset_id       TEXT NOT NULL PRIMARY KEY,
+    pin_constraint TEXT,
+    pinned_by      TEXT,
+    pinned_at      TEXT,
+    snoozed_until  TEXT,
+    snoozed_by     TEXT,
+    snoozed_at     TEXT,
+    CHECK ((pin_constraint IS NULL) = (pinned_by IS NULL) AND (pinned_by IS NULL) = (pinned_at IS NULL)),
+    CHECK ((snoozed_until IS NULL) = (snoozed_by IS NULL) AND (snoozed_by IS NULL) = (snoozed_at IS NULL))
+) STRICT, WITHOUT ROWID;

@@ -14,7 +14,8 @@ use crate::types::{DUMP_FORMAT_VERSION, StateDump, Stats, Verdict};
 use crate::{Store, ts_to_sql, u64_to_sql};
 
 /// Every table holding state, children before parents (the order to empty them in).
-const STATE_TABLES: [&str; 8] = [
+const STATE_TABLES: [&str; 9] = [
+    "asset_overrides",
     "update_snapshots",
     "updates",
     "decisions",
@@ -92,6 +93,7 @@ impl Store {
             decisions: self.all_decisions()?,
             approvals: self.all_approvals()?,
             updates: self.all_updates()?,
+            overrides: self.all_overrides()?,
             audit_checkpoints: self.all_audit_checkpoints()?,
             audit: self.all_audit_records()?,
         };
@@ -240,6 +242,9 @@ impl Store {
         }
         for u in &dump.updates {
             insert_update(&tx, label, op, &u.update, u.snapshot.as_ref())?;
+        }
+        for o in &dump.overrides {
+            crate::overrides::insert_overrides(&tx, label, op, o)?;
         }
         for c in &dump.audit_checkpoints {
             let added = tx

@@ -39,6 +39,7 @@ mod dump;
 mod error;
 mod history;
 mod migrations;
+mod overrides;
 mod types;
 
 use std::path::{Path, PathBuf};
@@ -51,6 +52,7 @@ use rusqlite::{Connection, Row};
 pub use audit::{AuditVerification, CHECKPOINT_ACTION, PRUNED_ACTION, PruneReport};
 pub use error::{Result, StoreError};
 pub use migrations::SCHEMA_VERSION;
+pub use overrides::{AssetOverrides, PinOverride, SnoozeOverride};
 pub use safe_updater_core::audit::{AuditEvent, AuditRecord, ChainHead, VerifyReport};
 pub use types::*;
 

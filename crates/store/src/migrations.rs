@@ -32,10 +32,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "0003_audit_retention",
         sql: include_str!("../migrations/0003_audit_retention.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_overrides",
+        sql: include_str!("../migrations/0004_overrides.sql"),
+    },
 ];
 
 /// The schema version this release writes: the number of the last migration.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 pub(crate) fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA user_version", [], |row| row.get(0))

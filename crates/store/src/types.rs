@@ -314,6 +314,10 @@ pub struct StateDump {
     pub decisions: Vec<Stored<DecisionRecord>>,
     pub approvals: Vec<Stored<Approval>>,
     pub updates: Vec<UpdateWithSnapshot>,
+    /// Operators' pins and snoozes (schema 4). Absent from older dumps and left out when
+    /// empty, so dumps without overrides read and write as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<crate::AssetOverrides>,
     pub audit_checkpoints: Vec<AuditCheckpoint>,
     pub audit: Vec<AuditRecord>,
 }
