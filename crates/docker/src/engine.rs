@@ -365,14 +365,154 @@ impl Engine {
     }
 
     pub(crate) fn error(&self, step: Step, source: bollard::errors::Error) -> DockerError {
-        DockerError::request(
+        let hint = connection_hint(&self.spec, &step, &source);
+        let mut err = DockerError::request(
             &self.spec.name,
             &self.spec.host,
             step,
             self.options.request_timeout,
             source,
-        )
+        );
+        if let (Some(better), DockerError::Request { hint, .. }) = (hint, &mut err) {
+            *hint = Some(better);
+        }
+        err
     }
+}
+
+/// What to do about a failed request when the cause lies in TLS (or in its absence): the
+/// generic hints of the error module cannot tell an untrusted engine from a refused client
+/// certificate, and bollard's message shows none of it ("client error (Connect)").
+fn connection_hint(
+    spec: &EngineSpec,
+    step: &Step,
+    error: &bollard::errors::Error,
+) -> Option<String> {
+    match (&spec.tls, tls_cause(error)) {
+        (Some(tls), Some(cause)) => Some(tls_hint(tls, cause)),
+        // Plain HTTP to an engine that speaks TLS: the engine hangs up at the first request.
+        (None, _) if *step == Step::Ping && !spec.host.starts_with("unix://") && hung_up(error) => {
+            Some(
+                "The engine closed the connection without answering: if it expects TLS \
+                 (Docker's TLS port is 2376), set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH, or \
+                 give the engine's TLS files (ca, cert, key)"
+                    .to_owned(),
+            )
+        }
+        _ => None,
+    }
+}
+
+fn tls_hint(tls: &TlsPaths, cause: &rustls::Error) -> String {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    let (ca, cert, key) = (tls.ca.display(), tls.cert.display(), tls.key.display());
+    // bollard sends no client certificate, silently, when it cannot read the files.
+    let unreadable: Vec<String> = [&tls.cert, &tls.key]
+        .into_iter()
+        .filter(|p| std::fs::File::open(p).is_err())
+        .map(|p| p.display().to_string())
+        .collect();
+    let no_client_cert = if unreadable.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; no client certificate was sent because {} cannot be read",
+            unreadable.join(" and ")
+        )
+    };
+    match cause {
+        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => format!(
+            "TLS: the engine's certificate does not name the host or address of the engine's \
+             host setting ({cause}); use a name or address from its subjectAltName"
+        ),
+        E::InvalidCertificate(
+            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
+        ) => format!(
+            "TLS: the engine's certificate is outside its validity period ({cause}); renew it, \
+             or check this machine's clock"
+        ),
+        E::InvalidCertificate(_) => format!(
+            "TLS: the engine's certificate is not trusted ({cause}): it must be signed by the CA \
+             in {ca}"
+        ),
+        E::AlertReceived(A::CertificateRequired) => format!(
+            "TLS: the engine requires a client certificate and did not get one ({cause}){no_client_cert}. \
+             Give the client certificate and key ({cert}, {key})"
+        ),
+        E::AlertReceived(
+            A::UnknownCA
+            | A::BadCertificate
+            | A::CertificateUnknown
+            | A::UnsupportedCertificate
+            | A::CertificateExpired
+            | A::CertificateRevoked
+            | A::AccessDenied
+            | A::DecryptError,
+        ) => format!(
+            "TLS: the engine refused the client certificate {cert} ({cause}){no_client_cert}: it \
+             must be signed by a CA the engine trusts (its --tlscacert) and be valid now"
+        ),
+        other => format!(
+            "TLS: the handshake with the engine failed ({other}){no_client_cert}. Check that \
+             {ca} signed the engine's certificate and that the engine accepts {cert}/{key}"
+        ),
+    }
+}
+
+/// Each error in the chain, looking inside `std::io::Error`s too: their `source()` skips the
+/// error they wrap, which is where rustls puts its own.
+fn for_each_cause<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+    mut visit: impl FnMut(&'a (dyn std::error::Error + 'static)) -> bool,
+) {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if visit(e) {
+            return;
+        }
+        current = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+}
+
+/// Where to start looking: bollard's `IOError` is transparent, its `source()` skips the
+/// `std::io::Error` it holds.
+fn first_cause(error: &bollard::errors::Error) -> &(dyn std::error::Error + 'static) {
+    match error {
+        bollard::errors::Error::IOError { err } => err,
+        other => other,
+    }
+}
+
+fn tls_cause(error: &bollard::errors::Error) -> Option<&rustls::Error> {
+    let mut found = None;
+    for_each_cause(first_cause(error), |e| {
+        found = e.downcast_ref::<rustls::Error>();
+        found.is_some()
+    });
+    found
+}
+
+fn hung_up(error: &bollard::errors::Error) -> bool {
+    use std::io::ErrorKind as K;
+    let mut yes = false;
+    for_each_cause(first_cause(error), |e| {
+        yes = e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                K::ConnectionReset | K::ConnectionAborted | K::UnexpectedEof | K::BrokenPipe
+            )
+        }) || e
+            .to_string()
+            .contains("connection closed before message completed");
+        yes
+    });
+    yes
 }
 
 /// Makes `ring` the process's rustls provider unless one is installed already, so that TLS
@@ -588,5 +728,63 @@ mod tests {
         assert!(msg.contains("\"gone\""), "{msg}");
         assert!(msg.contains("cannot connect"), "{msg}");
         assert!(msg.contains("Start the Docker daemon"), "{msg}");
+    }
+
+    /// rustls's error as hyper-rustls hands it over: inside two `std::io::Error`s.
+    fn wrapped(cause: rustls::Error) -> bollard::errors::Error {
+        let inner = std::io::Error::new(std::io::ErrorKind::InvalidData, cause);
+        bollard::errors::Error::IOError {
+            err: std::io::Error::other(inner),
+        }
+    }
+
+    #[test]
+    fn tls_causes_are_found_inside_io_errors_and_explained() {
+        use rustls::CertificateError as C;
+        let tls = TlsPaths::in_dir(Path::new("/certs"));
+        let explain = |cause: rustls::Error| {
+            let err = wrapped(cause);
+            let found = tls_cause(&err).expect("rustls error found in the chain");
+            tls_hint(&tls, found)
+        };
+        let name = explain(rustls::Error::InvalidCertificate(C::NotValidForName));
+        assert!(name.contains("does not name the host"), "{name}");
+        let expired = explain(rustls::Error::InvalidCertificate(C::Expired));
+        assert!(expired.contains("validity period"), "{expired}");
+        let issuer = explain(rustls::Error::InvalidCertificate(C::UnknownIssuer));
+        assert!(
+            issuer.contains("signed by the CA in /certs/ca.pem"),
+            "{issuer}"
+        );
+        let required = explain(rustls::Error::AlertReceived(
+            rustls::AlertDescription::CertificateRequired,
+        ));
+        assert!(
+            required.contains("/certs/cert.pem and /certs/key.pem cannot be read"),
+            "{required}"
+        );
+        assert_eq!(
+            tls_cause(&bollard::errors::Error::RequestTimeoutError),
+            None
+        );
+    }
+
+    #[test]
+    fn a_hang_up_on_plain_http_suggests_tls_only_at_the_ping_of_a_tcp_host() {
+        let reset = || bollard::errors::Error::IOError {
+            err: std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+        };
+        let tcp = EngineSpec {
+            name: "e".into(),
+            host: "tcp://127.0.0.1:2376".into(),
+            tls: None,
+        };
+        let hint = connection_hint(&tcp, &Step::Ping, &reset()).expect("a hint");
+        assert!(hint.contains("if it expects TLS"), "{hint}");
+        assert_eq!(connection_hint(&tcp, &Step::ListContainers, &reset()), None);
+        assert_eq!(
+            connection_hint(&EngineSpec::local("l"), &Step::Ping, &reset()),
+            None
+        );
     }
 }
