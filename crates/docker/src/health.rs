@@ -597,6 +597,14 @@ fn http_client(h: &HttpCheck) -> Result<reqwest::Client, String> {
                 .add(cert)
                 .map_err(|e| format!("CA file {}: {e}", path.display()))?;
         }
+        // Text that is not PEM yields no certificates, not an error; an empty store would
+        // fail every handshake with "UnknownIssuer", blaming the server instead of the file.
+        if roots.is_empty() {
+            return Err(format!(
+                "CA file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                path.display()
+            ));
+        }
         builder.with_root_certificates(roots).with_no_client_auth()
     } else {
         use rustls_platform_verifier::BuilderVerifierExt as _;
