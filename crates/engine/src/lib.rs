@@ -10,6 +10,7 @@
 
 mod apply;
 mod check;
+pub mod kube;
 pub mod operator;
 mod run;
 mod scan;

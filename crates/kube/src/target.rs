@@ -99,6 +99,9 @@ pub struct DiscoveryReport {
     pub crds: Vec<CrdFact>,
     /// What could not be listed or decoded (forbidden kinds, unreadable release records).
     pub warnings: Vec<String>,
+    /// Kinds that could not be listed (forbidden or not served) in some namespace listed: what
+    /// the report holds of them is incomplete, so their absence proves nothing.
+    pub unlisted_kinds: Vec<AssetKind>,
 }
 
 impl DiscoveryReport {
@@ -387,7 +390,11 @@ impl KubeTarget {
             }
             let page = match api.list_metadata(&page_lp).await {
                 Ok(page) => page,
-                Err(e) => return soft(KubeError::api("list Helm release Secrets", e), report),
+                Err(e) => {
+                    soft(KubeError::api("list Helm release Secrets", e), report)?;
+                    report.unlisted_kinds.push(AssetKind::HelmRelease);
+                    return Ok(());
+                }
             };
             metas.extend(page.items);
             token = page.metadata.continue_.filter(|t| !t.is_empty());
@@ -550,7 +557,13 @@ impl KubeTarget {
     {
         match Self::list_all::<K>(self.api(ns)).await {
             Ok(v) => Ok(v),
-            Err(e) => soft(e, report).map(|()| Vec::new()),
+            Err(e) => {
+                soft(e, report)?;
+                if let Some(kind) = AssetKind::parse(&K::kind(&Default::default())) {
+                    report.unlisted_kinds.push(kind);
+                }
+                Ok(Vec::new())
+            }
         }
     }
 }
