@@ -580,3 +580,78 @@ fn soft(e: KubeError, report: &mut DiscoveryReport) -> Result<(), KubeError> {
         Err(e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_filters() {
+        let f = DiscoveryFilter {
+            include_namespaces: vec!["team-*".into(), "apps".into()],
+            exclude_namespaces: vec!["team-secret".into()],
+            ..Default::default()
+        };
+        assert!(f.namespace_allowed("team-a"));
+        assert!(f.namespace_allowed("apps"));
+        assert!(!f.namespace_allowed("team-secret"), "exclude wins");
+        assert!(!f.namespace_allowed("kube-system"));
+        // A glob means listing cluster-wide and filtering.
+        assert_eq!(f.literal_namespaces(), None);
+        let literal = DiscoveryFilter {
+            include_namespaces: vec!["a".into(), "b".into()],
+            exclude_namespaces: vec!["b".into()],
+            ..Default::default()
+        };
+        assert_eq!(literal.literal_namespaces(), Some(vec!["a".to_owned()]));
+        let all = DiscoveryFilter {
+            exclude_namespaces: vec!["kube-*".into()],
+            ..Default::default()
+        };
+        assert!(all.namespace_allowed("default") && !all.namespace_allowed("kube-system"));
+        assert_eq!(all.literal_namespaces(), None);
+    }
+
+    const KUBECONFIG: &str = "apiVersion: v1
+kind: Config
+clusters:
+- name: one
+  cluster: {server: 'https://127.0.0.1:1'}
+- name: two
+  cluster: {server: 'https://127.0.0.2:1'}
+users:
+- name: u
+  user: {token: not-a-real-token}
+contexts:
+- name: first
+  context: {cluster: one, user: u}
+- name: second
+  context: {cluster: two, user: u, namespace: apps}
+current-context: first
+";
+
+    #[tokio::test]
+    async fn several_contexts_of_one_kubeconfig() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config");
+        std::fs::write(&path, KUBECONFIG).expect("write");
+        assert_eq!(
+            KubeTarget::contexts(&path).expect("reads"),
+            ["first", "second"]
+        );
+        let connect = |context: Option<&str>| {
+            KubeTarget::connect(ConnectOptions {
+                kubeconfig: Some(path.clone()),
+                context: context.map(str::to_owned),
+                ..Default::default()
+            })
+        };
+        // Nothing is sent while connecting: these servers do not exist.
+        assert_eq!(connect(None).await.expect("current").context(), "first");
+        let second = connect(Some("second")).await.expect("second");
+        assert_eq!(second.context(), "second");
+        assert_eq!(second.mode(), Mode::ReadOnly, "read-only unless asked");
+        let e = connect(Some("third")).await.expect_err("no such context");
+        assert!(e.to_string().contains("third"), "{e}");
+    }
+}
