@@ -48,8 +48,14 @@ pub enum ChartSource {
         username: Option<String>,
         password: Option<Secret>,
     },
-    /// An OCI registry: `oci://host/path` (the chart name is appended).
-    Oci { url: String, plain_http: bool },
+    /// An OCI registry: `oci://host/path` (the chart name is appended), optionally with
+    /// credentials (`helm registry login` into a private Helm home, password on stdin).
+    Oci {
+        url: String,
+        plain_http: bool,
+        username: Option<String>,
+        password: Option<Secret>,
+    },
     /// A chart directory or `.tgz` on disk.
     Local(PathBuf),
 }
@@ -62,11 +68,17 @@ impl std::fmt::Debug for ChartSource {
                 .field("url", url)
                 .field("username", username)
                 .finish_non_exhaustive(),
-            ChartSource::Oci { url, plain_http } => f
+            ChartSource::Oci {
+                url,
+                plain_http,
+                username,
+                ..
+            } => f
                 .debug_struct("Oci")
                 .field("url", url)
                 .field("plain_http", plain_http)
-                .finish(),
+                .field("username", username)
+                .finish_non_exhaustive(),
             ChartSource::Local(p) => f.debug_tuple("Local").field(p).finish(),
         }
     }
@@ -314,6 +326,34 @@ impl Helm {
                 let stdin = password.as_ref().map(|p| p.expose().as_bytes().to_vec());
                 self.run("repo add", args, Some(home.path()), stdin).await?;
                 format!("su-source/{}", req.chart)
+            }
+            ChartSource::Oci {
+                url,
+                plain_http,
+                username: Some(user),
+                password,
+            } => {
+                let host = url
+                    .trim_start_matches("oci://")
+                    .split('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                let mut args: Vec<OsString> = vec![
+                    "registry".into(),
+                    "login".into(),
+                    host.into(),
+                    "--username".into(),
+                    user.into(),
+                    "--password-stdin".into(),
+                ];
+                if *plain_http {
+                    args.push("--plain-http".into());
+                }
+                let stdin = password.as_ref().map(|p| p.expose().as_bytes().to_vec());
+                self.run("registry login", args, Some(home.path()), stdin)
+                    .await?;
+                format!("{}/{}", url.trim_end_matches('/'), req.chart)
             }
             ChartSource::Oci { url, .. } => format!("{}/{}", url.trim_end_matches('/'), req.chart),
             ChartSource::Local(p) => p.display().to_string(),
@@ -711,6 +751,8 @@ mod tests {
             source: ChartSource::Oci {
                 url: "oci://127.0.0.1:5001/charts".into(),
                 plain_http: true,
+                username: None,
+                password: None,
             },
             version: Some("0.1.1".into()),
             values: serde_json::json!({"replicaCount": 1}),
@@ -781,6 +823,13 @@ mod tests {
 
     #[test]
     fn debug_of_a_source_hides_the_password() {
+        let oci = ChartSource::Oci {
+            url: "oci://r/c".into(),
+            plain_http: false,
+            username: Some("u".into()),
+            password: Some(Secret::new("oci-pw-9")),
+        };
+        assert!(!format!("{oci:?}").contains("oci-pw-9"));
         let s = ChartSource::Repository {
             url: "http://r".into(),
             username: Some("u".into()),

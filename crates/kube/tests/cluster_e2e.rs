@@ -319,6 +319,8 @@ fn oci_source(env: &Env) -> ChartSource {
     ChartSource::Oci {
         url: env.chart_oci.clone(),
         plain_http: env.chart_oci.contains("127.0.0.1") || env.chart_oci.contains("localhost"),
+        username: None,
+        password: None,
     }
 }
 
@@ -1012,5 +1014,166 @@ async fn daemonset_and_cronjob_images_are_patched_and_jobs_refused() {
             .expect("snapshot")
             .previous_image,
         new_image
+    );
+}
+
+/// Runs the helm binary for a fixture with a private home; `stdin` for `--password-stdin`.
+fn helm_fixture(env: &Env, home: &Path, args: &[&str], stdin: Option<&str>) {
+    use std::io::Write as _;
+    let mut child = Command::new(&env.helm)
+        .args(args)
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("helm runs");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("stdin");
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("helm finishes");
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chart_from_a_private_oci_registry_with_credentials() {
+    let Some(env) = env() else { return };
+    let ids = identities(env);
+    let ns = Namespace::new(env, "privoci");
+    // Fixture: demo-web 0.1.1 copied into the basic-auth registry under a repository of this run.
+    let home = tempfile::tempdir().expect("tempdir");
+    let h = home.path();
+    let plain = ["--plain-http"];
+    let pulled = h.join("pulled");
+    std::fs::create_dir(&pulled).expect("mkdir");
+    helm_fixture(
+        env,
+        h,
+        &[
+            &[
+                "pull",
+                &format!("{}/demo-web", env.chart_oci),
+                "--version",
+                "0.1.1",
+                "-d",
+                pulled.to_str().expect("utf-8"),
+            ][..],
+            &plain[..],
+        ]
+        .concat(),
+        None,
+    );
+    helm_fixture(
+        env,
+        h,
+        &[
+            &[
+                "registry",
+                "login",
+                &env.registry_basic,
+                "--username",
+                &env.registry_user,
+                "--password-stdin",
+            ][..],
+            &plain[..],
+        ]
+        .concat(),
+        Some(&env.registry_password),
+    );
+    let private = format!(
+        "oci://{}/e2e-{}/charts",
+        env.registry_basic,
+        std::process::id()
+    );
+    let tgz = pulled.join("demo-web-0.1.1.tgz");
+    helm_fixture(
+        env,
+        h,
+        &[
+            &["push", tgz.to_str().expect("utf-8"), &private][..],
+            &plain[..],
+        ]
+        .concat(),
+        None,
+    );
+
+    let helm = Helm::detect(helm_options(env, &ids.update))
+        .await
+        .expect("helm");
+    let request = |with_credentials: bool| UpgradeRequest {
+        release: "web".into(),
+        namespace: ns.name.clone(),
+        chart: "demo-web".into(),
+        source: ChartSource::Oci {
+            url: private.clone(),
+            plain_http: true,
+            username: with_credentials.then(|| env.registry_user.clone()),
+            password: with_credentials.then(|| Secret::new(env.registry_password.clone())),
+        },
+        version: Some("0.1.1".into()),
+        values: serde_json::json!({"replicaCount": 1}),
+        set_string: Vec::new(),
+        force_conflicts: false,
+        install: true,
+    };
+    let refused = helm
+        .upgrade(&request(false))
+        .await
+        .expect_err("anonymous pull refused");
+    assert!(
+        matches!(&refused, KubeError::Helm { step, .. } if step.contains("dry-run")),
+        "{refused}"
+    );
+    helm.upgrade(&request(true))
+        .await
+        .expect("installs with credentials");
+    let t = target(&ids.read_only, Mode::ReadOnly).await;
+    let report = t.discover(&only(&ns.name), now()).await.expect("discovers");
+    let rel = report
+        .releases
+        .iter()
+        .find(|r| r.name == "web")
+        .expect("release");
+    assert_eq!(
+        (rel.chart_version.as_str(), rel.status.as_str()),
+        ("0.1.1", "deployed")
+    );
+
+    // The chart's versions, listed with the same credentials through the registry client.
+    let creds = [(
+        env.registry_basic.clone(),
+        safe_updater_registry::Credential::basic(
+            env.registry_user.clone(),
+            env.registry_password.clone(),
+        ),
+    )]
+    .into();
+    let registry = RegistryClient::new(ClientConfig {
+        credentials: creds,
+        docker_config: DockerConfigLocation::Disabled,
+        ..Default::default()
+    })
+    .expect("client");
+    let versions = charts::oci_versions(&registry, &private, "demo-web")
+        .await
+        .expect("tags");
+    assert_eq!(
+        versions
+            .iter()
+            .map(|v| v.version.as_str())
+            .collect::<Vec<_>>(),
+        ["0.1.1"]
     );
 }
