@@ -504,6 +504,21 @@ pub const RESOURCE_KEYS: &[(&str, &str)] = &[
         "health-exec",
         "command run in the container that must exit 0, e.g. `pg_isready -q`",
     ),
+    (
+        "pre-update",
+        "command (sh -c) run in the old container before it stops; exit 75 skips the update",
+    ),
+    (
+        "post-update",
+        "command (sh -c) run in the new container once started; failing rolls back",
+    ),
+    ("pre-update-timeout", "minutes for the pre-update command (0: none)"),
+    ("post-update-timeout", "minutes for the post-update command (0: none)"),
+    (
+        "check-interval",
+        "check this asset at most this often under `watch`, e.g. `6h`",
+    ),
+    ("priority", "update order under `watch`: higher first (default 0)"),
 ];
 
 /// Watchtower's labels, honoured so that its users can switch without relabelling.
@@ -590,7 +605,19 @@ pub fn resource_layer(source: &str, map: &BTreeMap<String, String>) -> (Layer, V
                 None => problems.push(bad("expected rollback or freeze")),
             },
             // Read by the executor when it verifies an update, not by policy.
-            "health-url" | "health-tcp" | "health-exec" => {}
+            "health-url" | "health-tcp" | "health-exec" | "pre-update" | "post-update"
+            | "pre-update-timeout" | "post-update-timeout" => {}
+            // Read by the daemon's scheduler.
+            "check-interval" => {
+                if let Err(e) = parse_duration(value) {
+                    problems.push(bad(&e));
+                }
+            }
+            "priority" => {
+                if value.trim().parse::<i64>().is_err() {
+                    problems.push(bad("expected a whole number; higher goes first"));
+                }
+            }
             "variant" => match VariantMatch::parse(value) {
                 Some(v) => layer.variant = Some(Setting::new(v, rule)),
                 None => problems.push(bad("expected exact or loose")),
