@@ -6,13 +6,17 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
+use jiff::{SignedDuration, Timestamp};
 use safe_updater_core::asset::AssetKind;
-use safe_updater_store::{AssetFilter, AuditFormat, StateDump, Store};
+use safe_updater_store::{
+    AssetFilter, AuditFormat, AuditVerification, PruneReport, StateDump, Store,
+};
 use serde_json::json;
 
 use crate::GlobalArgs;
 use crate::context::{load_config, state_path};
 use crate::output::{self, OutputFormat, Reported};
+use crate::pipeline::actor;
 
 /// Opens a store that must already exist: a read command never creates an empty one and then
 /// reports that nothing is there.
@@ -175,9 +179,55 @@ pub fn history(global: &GlobalArgs, args: &HistoryArgs) -> anyhow::Result<ExitCo
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Recompute the hash chain and report the first edited, deleted or reordered record.
+    ///
+    /// A pruned trail is verified from its checkpoint, which the output names.
     Verify,
     /// Write the audit trail for compliance archives.
+    ///
+    /// A pruned trail's export starts with the checkpoint it continues from: in JSONL a first
+    /// line `{"checkpoint":{"seq":…,"hash":…,"created_at":…,"note":…}}`, in CSV a first row
+    /// with action `audit.checkpoint`, the checkpoint's seq and hash and an empty prev_hash.
+    /// The next record's prev_hash is that hash, so the export verifies on its own.
     Export(AuditExportArgs),
+    /// Remove the records older than a retention period from the start of the trail.
+    ///
+    /// The trail must verify first. The last removed record's seq and hash are kept as a
+    /// checkpoint the rest of the trail verifies from, and an `audit.pruned` record says what
+    /// was removed. Export the trail before records age out: the checkpoint proves an archived
+    /// export matches what was removed.
+    Prune(AuditPruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditPruneArgs {
+    /// Remove records older than this: 90d, 12w, 8760h, 1y.
+    #[arg(long, value_name = "DURATION", value_parser = parse_retention)]
+    pub older_than: Retention,
+    /// Show what would be removed and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Kept with the checkpoint and in the `audit.pruned` record (a ticket, a reason).
+    #[arg(long)]
+    pub note: Option<String>,
+}
+
+/// A retention period as the user wrote it (shown back in messages) and its length.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    pub text: String,
+    pub duration: std::time::Duration,
+}
+
+/// `--older-than`: a positive duration; 0 would remove the whole trail.
+fn parse_retention(s: &str) -> Result<Retention, String> {
+    let duration = safe_updater_core::policy::parse_duration(s)?;
+    if duration.is_zero() {
+        return Err("must be more than 0 (it would remove every record)".into());
+    }
+    Ok(Retention {
+        text: s.trim().to_string(),
+        duration,
+    })
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -195,26 +245,58 @@ pub struct AuditExportArgs {
     pub to: Option<PathBuf>,
 }
 
+/// Where a verified trail starts, for people: nothing for a trail that starts at record 1.
+fn starting_point(v: &AuditVerification) -> Option<String> {
+    let c = v.checkpoint.as_ref()?;
+    let note = c
+        .note
+        .as_deref()
+        .map(|n| format!(", note {n:?}"))
+        .unwrap_or_default();
+    let recorded = match v.pruned_by {
+        Some(seq) => format!("the pruning is recorded in record #{seq}"),
+        None => "no audit.pruned record states it: the records before it were removed \
+                 outside `safe-updater audit prune`"
+            .to_string(),
+    };
+    Some(format!(
+        "the trail starts after checkpoint #{} {} (records up to #{} pruned {}{note}); {recorded}",
+        c.seq,
+        c.hash,
+        c.seq,
+        c.created_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+    ))
+}
+
 pub fn audit(global: &GlobalArgs, cmd: &AuditCommand) -> anyhow::Result<ExitCode> {
-    let (store, path) = open_existing(global)?;
+    let (mut store, path) = open_existing(global)?;
     match cmd {
         AuditCommand::Verify => {
-            let report = store
-                .verify_audit()
+            let v = store
+                .verify_audit_trail()
                 .context("cannot read the audit trail")?;
+            let report = &v.report;
             match global.output {
-                OutputFormat::Json => output::json(&report)?,
+                OutputFormat::Json => output::json(&v)?,
                 OutputFormat::Table => match &report.problem {
                     None => println!(
-                        "audit trail intact: {} record(s) verified{}",
+                        "audit trail intact: {} record(s) verified{}{}",
                         report.checked,
                         report
                             .head
                             .as_ref()
                             .map(|h| format!(", head #{} {}", h.seq, h.hash))
+                            .unwrap_or_default(),
+                        starting_point(&v)
+                            .map(|s| format!("\n{s}"))
                             .unwrap_or_default()
                     ),
-                    Some(p) => eprintln!("audit trail BROKEN at record #{}: {}", p.seq, p.message),
+                    Some(p) => {
+                        eprintln!("audit trail BROKEN at record #{}: {}", p.seq, p.message);
+                        if let Some(s) = starting_point(&v) {
+                            eprintln!("{s}");
+                        }
+                    }
                 },
             }
             Ok(if report.ok {
@@ -223,6 +305,7 @@ pub fn audit(global: &GlobalArgs, cmd: &AuditCommand) -> anyhow::Result<ExitCode
                 ExitCode::from(1)
             })
         }
+        AuditCommand::Prune(a) => prune(global, &mut store, a),
         AuditCommand::Export(a) => {
             let format = match a.format {
                 ExportFormat::Jsonl => AuditFormat::Jsonl,
@@ -253,6 +336,85 @@ pub fn audit(global: &GlobalArgs, cmd: &AuditCommand) -> anyhow::Result<ExitCode
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn prune(global: &GlobalArgs, store: &mut Store, a: &AuditPruneArgs) -> anyhow::Result<ExitCode> {
+    let now = Timestamp::now();
+    let retention = &a.older_than.text;
+    let older_than = SignedDuration::try_from(a.older_than.duration)
+        .ok()
+        .and_then(|d| now.checked_sub(d).ok())
+        .ok_or_else(|| Reported(format!("--older-than {retention} is too long")))?;
+    let report = if a.dry_run {
+        store.preview_audit_prune(older_than, now, a.note.as_deref())
+    } else {
+        store.prune_audit(older_than, now, &actor(), a.note.as_deref())
+    }
+    .context("cannot prune the audit trail")?;
+    match global.output {
+        OutputFormat::Json => output::json(&report)?,
+        OutputFormat::Table => print_prune(&report, retention),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_prune(report: &PruneReport, retention: &str) {
+    let when = |t: &Timestamp| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string();
+    let cutoff = when(&report.older_than);
+    let Some(checkpoint) = &report.checkpoint else {
+        let oldest = report
+            .oldest_remaining
+            .as_ref()
+            .map(|t| format!("; the oldest is from {}", when(t)))
+            .unwrap_or_default();
+        println!(
+            "nothing to prune: none of the {} audit record(s) is older than {retention} (before \
+             {cutoff}){oldest}",
+            report.remaining
+        );
+        return;
+    };
+    let range = match report.first_removed_seq {
+        Some(first) if first != checkpoint.seq => format!("#{first}-#{}", checkpoint.seq),
+        _ => format!("#{}", checkpoint.seq),
+    };
+    println!(
+        "{} {} audit record(s) older than {retention} (before {cutoff})",
+        if report.dry_run {
+            "would prune"
+        } else {
+            "pruned"
+        },
+        report.removed
+    );
+    println!(
+        "{}",
+        output::table(
+            &[
+                "REMOVED",
+                "RECORDS",
+                "CHECKPOINT",
+                "CHECKPOINT HASH",
+                "REMAINING",
+                "RECORDED AS"
+            ],
+            vec![vec![
+                report.removed.to_string(),
+                range,
+                format!("#{}", checkpoint.seq),
+                checkpoint.hash.clone(),
+                report.remaining.to_string(),
+                report
+                    .record
+                    .as_ref()
+                    .map(|r| format!("#{} {}", r.seq, r.event.action))
+                    .unwrap_or_else(|| "-".into()),
+            ]],
+        )
+    );
+    if report.dry_run {
+        println!("dry run: nothing was changed");
     }
 }
 

@@ -512,13 +512,22 @@ pub const RESOURCE_KEYS: &[(&str, &str)] = &[
         "post-update",
         "command (sh -c) run in the new container once started; failing rolls back",
     ),
-    ("pre-update-timeout", "minutes for the pre-update command (0: none)"),
-    ("post-update-timeout", "minutes for the post-update command (0: none)"),
+    (
+        "pre-update-timeout",
+        "minutes for the pre-update command (0: none)",
+    ),
+    (
+        "post-update-timeout",
+        "minutes for the post-update command (0: none)",
+    ),
     (
         "check-interval",
         "check this asset at most this often under `watch`, e.g. `6h`",
     ),
-    ("priority", "update order under `watch`: higher first (default 0)"),
+    (
+        "priority",
+        "update order under `watch`: higher first (default 0)",
+    ),
 ];
 
 /// Watchtower's labels, honoured so that its users can switch without relabelling.
@@ -605,8 +614,13 @@ pub fn resource_layer(source: &str, map: &BTreeMap<String, String>) -> (Layer, V
                 None => problems.push(bad("expected rollback or freeze")),
             },
             // Read by the executor when it verifies an update, not by policy.
-            "health-url" | "health-tcp" | "health-exec" | "pre-update" | "post-update"
-            | "pre-update-timeout" | "post-update-timeout" => {}
+            "health-url"
+            | "health-tcp"
+            | "health-exec"
+            | "pre-update"
+            | "post-update"
+            | "pre-update-timeout"
+            | "post-update-timeout" => {}
             // Read by the daemon's scheduler.
             "check-interval" => {
                 if let Err(e) = parse_duration(value) {
