@@ -2,10 +2,21 @@
 //! `helm upgrade`/`rollback`, and rollout watching. No policy lives here: what to update is the
 //! core's decision; this crate only reports what runs and carries out (or undoes) a change.
 //!
-//! * [`KubeTarget`] is one cluster context: [`KubeTarget::connect`], [`KubeTarget::discover`],
-//!   [`KubeTarget::pull_credentials`], [`KubeTarget::apply_image`], [`KubeTarget::restore`].
-//! * [`helm::Helm`] runs the real `helm` CLI: upgrade (after a server-side dry run), rollback.
-//! * [`charts`] lists chart versions from a Helm repository `index.yaml` or an OCI registry.
+//! * [`KubeTarget`] is one cluster context: [`KubeTarget::connect`] (kubeconfig + context, or
+//!   in-cluster; [`KubeTarget::contexts`] lists a kubeconfig's contexts),
+//!   [`KubeTarget::discover`] → [`DiscoveryReport`] (assets of every container and init
+//!   container of Deployments, StatefulSets, DaemonSets, Jobs, CronJobs; Helm releases; CRD
+//!   facts), [`KubeTarget::pull_credentials`] (the workload's imagePullSecrets and its service
+//!   account's, as registry credentials).
+//! * Not Helm-managed workloads: [`KubeTarget::snapshot`], [`KubeTarget::apply_image`] (patch →
+//!   rollout → window → restore on failure, returning the snapshot in [`update::Outcome`]),
+//!   [`KubeTarget::restore`] (put a stored snapshot back, e.g. after a crash).
+//! * Helm: [`helm::Helm`] runs the real `helm` CLI (3 or 4); [`KubeTarget::helm_upgrade`]
+//!   (chart version; dry run, verify, `helm rollback` on failure), [`KubeTarget::helm_set_image`]
+//!   (a Helm-managed workload's image through the release's values), [`helm::Helm::rollback`]
+//!   (field-ownership conflicts retried with `--force-conflicts` on Helm 4).
+//! * [`charts`] lists chart versions from a Helm repository `index.yaml` or an OCI registry,
+//!   as the core's `Available` list filtered by a constraint.
 //! * Sans-IO parts, unit-tested without a cluster: [`helm_release`] (release Secrets),
 //!   [`discover`] (objects → assets), [`pull_secrets`], [`rollout`] (status → progress),
 //!   [`rbac`] (the table of every API call, checked against `deploy/rbac/`).
