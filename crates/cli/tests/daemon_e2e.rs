@@ -423,7 +423,17 @@ fn the_daemon_schedules_reloads_limits_approves_notifies_and_stops_gracefully() 
     std::fs::write(&cfg_path, config("").replace("window: 8s", "window: 12s")).expect("config");
     signal(child_ref(), "HUP");
     std::thread::sleep(Duration::from_secs(1));
-    docker(&["run", "-d", "--name", &term, &web("1.0.0")]);
+    // Its update goes to the good 1.0.1 (the bad 1.0.2 is excluded), so "finished" means
+    // verified and kept.
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &term,
+        "--label",
+        "safe-updater.io/exclude=^1\\.0\\.2$",
+        &web("1.0.0"),
+    ]);
     wait_for(
         "the update of the new container in flight",
         Duration::from_secs(60),
