@@ -3,7 +3,7 @@
 //! `history`.
 //!
 //! Argument lists are built by pure functions (unit-tested for both majors); running them is
-//! [`Helm::run`]. Secrets never reach argv or a log: repository passwords go through
+//! `Helm::run`. Secrets never reach argv or a log: repository passwords go through
 //! `--password-stdin` into a private Helm home, and the release's values through a file readable
 //! only by us. This module must not decide whether to upgrade; every write goes through
 //! [`Mode::check_write`], so a read-only target never runs one.
