@@ -131,8 +131,7 @@ fn receiver() -> (u16, Arc<Mutex<Vec<Value>>>) {
             let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
             let mut buf = Vec::new();
             let mut chunk = [0u8; 4096];
-            loop {
-                let Ok(n) = c.read(&mut chunk) else { break };
+            while let Ok(n) = c.read(&mut chunk) {
                 if n == 0 {
                     break;
                 }
