@@ -44,7 +44,9 @@ pub struct SkipArgs {
     /// The asset id (see `list-assets`).
     pub asset: String,
     /// The version never to propose for this asset: a tag as the registry lists it, or a digest.
-    pub version: String,
+    // Not named `version`: that id belongs to the propagated `--version` flag.
+    #[arg(value_name = "VERSION")]
+    pub tag: String,
     /// Why; kept in the audit trail.
     #[arg(long)]
     pub reason: Option<String>,
@@ -174,7 +176,7 @@ pub fn skip(global: &GlobalArgs, args: &SkipArgs) -> anyhow::Result<ExitCode> {
     let a = operator::skip_version(
         &mut store,
         &args.asset,
-        &args.version,
+        &args.tag,
         &who,
         args.reason.as_deref(),
         Timestamp::now(),
