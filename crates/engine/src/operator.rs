@@ -415,6 +415,43 @@ fn current_overrides(store: &Store, asset_id: &str) -> Result<AssetOverrides, Op
         }))
 }
 
+/// What operators have set on one asset, for listings: its pin, its snooze while it lasts, and
+/// the versions it must not move to (those whose latest verdict is a rejection or a skip).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OperatorState {
+    pub pin: Option<PinOverride>,
+    /// Only a snooze that has not ended at `now`.
+    pub snooze: Option<SnoozeOverride>,
+    /// Sorted.
+    pub skipped_versions: Vec<String>,
+}
+
+/// The operator state of one asset at `now` (nothing set: the default).
+pub fn operator_state(
+    store: &Store,
+    asset_id: &str,
+    now: Timestamp,
+) -> Result<OperatorState, OperatorError> {
+    let overrides = store.overrides(asset_id)?;
+    let (pin, snooze) = overrides.map_or((None, None), |o| (o.pin, o.snooze));
+    // The latest verdict per candidate counts (approvals_for is oldest first).
+    let mut latest: HashMap<String, Verdict> = HashMap::new();
+    for a in store.approvals_for(asset_id)? {
+        latest.insert(a.candidate, a.verdict);
+    }
+    let mut skipped_versions: Vec<String> = latest
+        .into_iter()
+        .filter(|(_, v)| *v == Verdict::Rejected)
+        .map(|(c, _)| c)
+        .collect();
+    skipped_versions.sort();
+    Ok(OperatorState {
+        pin,
+        snooze: snooze.filter(|s| s.until > now),
+        skipped_versions,
+    })
+}
+
 /// Reads a snooze end as operators write it: an RFC 3339 time (`2026-12-01T00:00:00Z`) or a
 /// duration from `now` (`7d`, `12h`, `1w`, `2d 6h`; a day is 24 hours).
 pub fn parse_until(text: &str, now: Timestamp) -> Result<Timestamp, OperatorError> {

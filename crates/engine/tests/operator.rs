@@ -230,6 +230,10 @@ async fn rejected_and_skipped_versions_are_not_proposed_again() {
         Err(OperatorError::NotFound(_))
     ));
 
+    let state = operator::operator_state(&store, "docker/local/web", later(1)).expect("state");
+    assert_eq!(state.skipped_versions, ["1.0.1", "1.1.0"]);
+    assert_eq!((state.pin, state.snooze), (None, None));
+
     let report = run_check(&mut store, later(2)).await;
     let e = evaluation(&report, "web");
     assert_eq!(verdict(e, "1.1.0"), Some(Verdict::Reject));
@@ -291,6 +295,14 @@ async fn pins_and_snoozes_change_what_the_next_check_allows() {
     ));
     let until = operator::parse_until("1d", later(1)).expect("1d");
     operator::snooze(&mut store, web, until, "cli:carol", later(1)).expect("snooze");
+    let state = operator::operator_state(&store, web, later(1)).expect("state");
+    assert_eq!(
+        state.snooze.map(|s| (s.until, s.by)),
+        Some((until, "cli:carol".to_owned()))
+    );
+    assert!(state.skipped_versions.is_empty());
+    let state = operator::operator_state(&store, web, until).expect("state");
+    assert_eq!(state.snooze, None, "an ended snooze is not shown");
     let report = run_check(&mut store, later(2)).await;
     let e = evaluation(&report, "web");
     assert_eq!(e.act_on, None);
