@@ -135,9 +135,39 @@ pub const FATAL_WAITING_REASONS: &[&str] = &[
     "RunContainerError",
 ];
 
-/// Problems of the pods that run `image` in `container`: a fatal waiting reason, or restarts.
-/// Only pods on the new image are judged, so old pods being replaced do not count.
-pub fn pod_problems(pods: &[Pod], container: &str, image: &str) -> Vec<String> {
+/// Restart counts seen when verification began, per `pod/container`: restarts from before an
+/// update (a digest update keeps the image string, so old pods are judged too) are not held
+/// against it.
+pub type RestartBaseline = std::collections::BTreeMap<String, i32>;
+
+/// Records the restart counts of `pods` not yet in `baseline`. Pods first seen later (created by
+/// the rollout) start from 0, so their restarts count.
+pub fn record_baseline(baseline: &mut RestartBaseline, pods: &[Pod], first: bool) {
+    for pod in pods {
+        let name = pod.metadata.name.as_deref().unwrap_or("?");
+        let statuses = pod.status.as_ref().into_iter().flat_map(|s| {
+            s.container_statuses
+                .iter()
+                .flatten()
+                .chain(s.init_container_statuses.iter().flatten())
+        });
+        for cs in statuses {
+            let count = if first { cs.restart_count } else { 0 };
+            baseline
+                .entry(format!("{name}/{}", cs.name))
+                .or_insert(count);
+        }
+    }
+}
+
+/// Problems of the pods that run `image` in `container`: a fatal waiting reason, or restarts
+/// beyond `baseline`. Only pods on the image are judged, so old pods being replaced do not count.
+pub fn pod_problems(
+    pods: &[Pod],
+    container: &str,
+    image: &str,
+    baseline: &RestartBaseline,
+) -> Vec<String> {
     let mut out = Vec::new();
     for pod in pods {
         let runs_it = pod.spec.as_ref().is_some_and(|s| {
@@ -162,11 +192,18 @@ pub fn pod_problems(pods: &[Pod], container: &str, image: &str) -> Vec<String> {
                 && FATAL_WAITING_REASONS.contains(&reason)
             {
                 out.push(format!("pod {name} container {}: {reason}", cs.name));
-            } else if cs.restart_count > 0 {
-                out.push(format!(
-                    "pod {name} container {} restarted {} times",
-                    cs.name, cs.restart_count
-                ));
+            } else {
+                let before = baseline
+                    .get(&format!("{name}/{}", cs.name))
+                    .copied()
+                    .unwrap_or(0);
+                if cs.restart_count > before {
+                    out.push(format!(
+                        "pod {name} container {} restarted {} times",
+                        cs.name,
+                        cs.restart_count - before
+                    ));
+                }
             }
         }
     }
@@ -176,6 +213,29 @@ pub fn pod_problems(pods: &[Pod], container: &str, image: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restarts_from_before_verification_are_not_held_against_an_update() {
+        let pod = |name: &str, restarts: i32| -> Pod {
+            obj(serde_json::json!({"metadata": {"name": name},
+                "spec": {"containers": [{"name": "web", "image": "web:latest"}]},
+                "status": {"containerStatuses": [{"name": "web", "image": "web:latest", "imageID": "",
+                    "ready": true, "restartCount": restarts, "state": {"running": {}}}]}}))
+        };
+        let mut baseline = RestartBaseline::new();
+        record_baseline(&mut baseline, &[pod("old", 3)], true);
+        assert!(pod_problems(&[pod("old", 3)], "web", "web:latest", &baseline).is_empty());
+        assert_eq!(
+            pod_problems(&[pod("old", 4)], "web", "web:latest", &baseline),
+            ["pod old container web restarted 1 times"]
+        );
+        // A pod created by the rollout counts from zero, even if first seen with restarts.
+        record_baseline(&mut baseline, &[pod("new", 1)], false);
+        assert_eq!(
+            pod_problems(&[pod("new", 1)], "web", "web:latest", &baseline),
+            ["pod new container web restarted 1 times"]
+        );
+    }
 
     fn obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
         serde_json::from_value(v).expect("valid object")
@@ -301,11 +361,16 @@ mod tests {
             pod("new2", "web:1.0.2", running.clone(), 0),
         ];
         assert_eq!(
-            pod_problems(&pods, "web", "web:1.0.2"),
+            pod_problems(&pods, "web", "web:1.0.2", &RestartBaseline::new()),
             ["pod new container web: CrashLoopBackOff"]
         );
         assert_eq!(
-            pod_problems(&[pod("p", "web:1.0.2", running, 1)], "web", "web:1.0.2"),
+            pod_problems(
+                &[pod("p", "web:1.0.2", running.clone(), 1)],
+                "web",
+                "web:1.0.2",
+                &RestartBaseline::new()
+            ),
             ["pod p container web restarted 1 times"]
         );
     }

@@ -466,10 +466,14 @@ impl KubeTarget {
         let mut bad_in_a_row = 0u32;
         let mut complete_since: Option<tokio::time::Instant> = None;
         let mut last = String::new();
+        let mut baseline = rollout::RestartBaseline::new();
+        let mut first_poll = true;
         loop {
             let object = self.get_workload(kind, ns, name).await?;
             let state = rollout_state(kind, &object)?;
             let pods = self.workload_pods(ns, &object).await?;
+            rollout::record_baseline(&mut baseline, &pods, first_poll);
+            first_poll = false;
             // The container(s) to judge: the one updated, or (Helm) every one of the template.
             let targets: Vec<(String, String)> = match only {
                 Some((c, i)) => vec![(c.to_owned(), i.to_owned())],
@@ -477,7 +481,7 @@ impl KubeTarget {
             };
             let mut problems = Vec::new();
             for (c, i) in &targets {
-                problems.extend(rollout::pod_problems(&pods, c, i));
+                problems.extend(rollout::pod_problems(&pods, c, i, &baseline));
             }
             let unready = pods
                 .iter()
