@@ -99,22 +99,25 @@ impl Backend for DaemonBackend {
     }
 
     async fn list_assets(&self) -> BackendResult<Vec<AssetSummary>> {
-        let assets = self
-            .with_store(|s| Ok(s.list_assets(&AssetFilter::default())?))
-            .await?;
-        Ok(assets
-            .into_iter()
-            .map(|a| AssetSummary {
-                id: a.id,
-                kind: a.kind.as_str().to_owned(),
-                asset_type: a.kind.asset_type().to_owned(),
-                namespace: a.namespace,
-                reference: a.image,
-                pinned: None,
-                snoozed_until: None,
-                skipped_versions: Vec::new(),
-            })
-            .collect())
+        self.with_store(|s| {
+            let now = Timestamp::now();
+            let mut out = Vec::new();
+            for a in s.list_assets(&AssetFilter::default())? {
+                let state = operator::operator_state(s, &a.id, now)?;
+                out.push(AssetSummary {
+                    asset_type: a.kind.asset_type().to_owned(),
+                    kind: a.kind.as_str().to_owned(),
+                    id: a.id,
+                    namespace: a.namespace,
+                    reference: a.image,
+                    pinned: state.pin.map(|p| p.constraint),
+                    snoozed_until: state.snooze.map(|s| s.until),
+                    skipped_versions: state.skipped_versions,
+                });
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn skip_version(

@@ -160,6 +160,7 @@ fn bench(c: &mut Criterion) {
         }));
         (format!("http://{addr}/metrics"), tx)
     });
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::new();
     c.bench_function("scrape_over_http_10k_assets", |b| {
         b.iter(|| {

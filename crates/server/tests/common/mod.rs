@@ -362,6 +362,9 @@ impl Drop for TestServer {
 }
 
 pub fn client() -> reqwest::Client {
+    // In a workspace build reqwest carries `rustls-no-provider` (the registry's choice, to keep
+    // aws-lc out), so a client needs a process-wide provider even for plain HTTP.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
