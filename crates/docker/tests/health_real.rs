@@ -666,6 +666,9 @@ mod https_and_request_options {
     struct Recorder {
         port: u16,
         seen: Arc<Mutex<Vec<Seen>>>,
+        /// Connections accepted and not yet recorded: the answer is written before the
+        /// request is logged, so a probe can return while its request is still in here.
+        busy: Arc<std::sync::atomic::AtomicUsize>,
     }
 
     impl Recorder {
@@ -673,16 +676,19 @@ mod https_and_request_options {
             let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
             let port = listener.local_addr().expect("addr").port();
             let seen = Arc::new(Mutex::new(Vec::new()));
-            let log = Arc::clone(&seen);
+            let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let (log, working) = (Arc::clone(&seen), Arc::clone(&busy));
             // The thread ends with the test process; it holds nothing else.
             std::thread::spawn(move || {
                 for stream in listener.incoming().map_while(Result::ok) {
+                    working.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     if let Some(request) = answer(stream, redirect_to.as_deref()) {
                         log.lock().expect("lock").push(request);
                     }
+                    working.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 }
             });
-            Recorder { port, seen }
+            Recorder { port, seen, busy }
         }
 
         fn url(&self, path: &str) -> String {
@@ -690,6 +696,12 @@ mod https_and_request_options {
         }
 
         fn take(&self) -> Vec<Seen> {
+            let until = std::time::Instant::now() + Duration::from_secs(3);
+            while self.busy.load(std::sync::atomic::Ordering::SeqCst) > 0
+                && std::time::Instant::now() < until
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             std::mem::take(&mut *self.seen.lock().expect("lock"))
         }
     }
