@@ -227,30 +227,13 @@ pub fn run_check(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Pull credentials for every registry the tracked containers use, resolved the way the
-/// registry client resolves them (config, then Docker's config.json and helpers).
+/// Pull credentials for every registry the tracked containers use.
 async fn pull_auth_map(
     client: &RegistryClient,
     store: &Store,
 ) -> anyhow::Result<std::collections::BTreeMap<String, safe_updater_docker::update::RegistryAuth>> {
-    let mut out = std::collections::BTreeMap::new();
-    let registries: std::collections::BTreeSet<String> = store
-        .list_assets(&safe_updater_store::AssetFilter::default())?
-        .iter()
-        .filter_map(|a| safe_updater_core::reference::ImageRef::parse(&a.image).ok())
-        .map(|r| r.registry().to_owned())
-        .collect();
-    for r in registries {
-        match client.credential_for(&r).await {
-            Ok(c) => {
-                if let Some(auth) = safe_updater_engine::pull_auth(c) {
-                    out.insert(r, auth);
-                }
-            }
-            Err(e) => tracing::warn!(registry = %r, error = %e, "no pull credentials"),
-        }
-    }
-    Ok(out)
+    let assets = store.list_assets(&safe_updater_store::AssetFilter::default())?;
+    Ok(safe_updater_engine::pull_auths(client, &assets).await)
 }
 
 #[derive(Debug, Args)]

@@ -2,7 +2,7 @@
 //! concurrency limit, record metrics and send notifications. Errors end the cycle with a log
 //! line; the next cycle starts afresh.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -15,7 +15,7 @@ use safe_updater_core::policy::{KEY_PREFIX, parse_duration};
 use safe_updater_core::reference::ImageRef;
 use safe_updater_docker::update::RegistryAuth;
 use safe_updater_docker::{ConnectOptions, Engine, EngineSpec};
-use safe_updater_engine::{ApplyOutcome, ApplySettings, CheckReport, EngineError};
+use safe_updater_engine::{ApplyOutcome, CheckReport, EngineError};
 use safe_updater_notify::{Event, EventKind};
 use safe_updater_registry::{Cycle, RegistryClient};
 use safe_updater_server::{InventoryLabels, PendingLabels, UpdateLabels, UpdateOutcome};
@@ -209,7 +209,7 @@ async fn run_inner(
             .unwrap_or(4);
         (std::cmp::Reverse(p), r, todo[g[0]].0.id.clone())
     });
-    let auth = pull_auths(&client, &todo_assets).await;
+    let auth = safe_updater_engine::pull_auths(&client, &todo_assets).await;
     let limit = Arc::new(Semaphore::new(cfg.daemon.concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     let todo = Arc::new(todo);
@@ -253,27 +253,6 @@ async fn run_inner(
         checked: report.checks.len(),
         applied,
     })
-}
-
-/// Pull credentials for the registries these assets use (Basic, as the engine takes them).
-async fn pull_auths(client: &RegistryClient, assets: &[Asset]) -> BTreeMap<String, RegistryAuth> {
-    let registries: HashSet<String> = assets
-        .iter()
-        .filter_map(|a| ImageRef::parse(&a.image).ok())
-        .map(|r| r.registry().to_owned())
-        .collect();
-    let mut out = BTreeMap::new();
-    for r in registries {
-        match client.credential_for(&r).await {
-            Ok(c) => {
-                if let Some(auth) = safe_updater_engine::pull_auth(c) {
-                    out.insert(r, auth);
-                }
-            }
-            Err(e) => tracing::warn!(registry = %r, error = %e, "no pull credentials"),
-        }
-    }
-    out
 }
 
 fn namespace_of(asset: &Asset) -> String {
@@ -396,24 +375,15 @@ async fn apply(
         Ok(e) => e,
         Err(e) => return Ok(not_started(e.to_string())),
     };
-    let policy = cfg.policy.resolve_asset(asset);
-    let registry = ImageRef::parse(&asset.image)
-        .map(|r| r.registry().to_owned())
-        .unwrap_or_default();
-    let settings = ApplySettings {
-        health: &cfg.health,
-        checks: &cfg.health_checks,
-        on_failure: policy.on_failure.value,
-        actor: &shared.options.actor,
-        correlation_id: cid,
-    };
-    safe_updater_engine::apply(
+    safe_updater_engine::apply_by_policy(
+        cfg,
         &mut store,
         &engine,
         asset,
         target,
-        auth.get(&registry).cloned(),
-        &settings,
+        auth,
+        &shared.options.actor,
+        cid,
     )
     .await
 }

@@ -249,7 +249,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     let mut waiting: Vec<Trigger> = Vec::new();
     tracing::info!(
         event = "daemon.started",
-        interval = %humanize(cfg.daemon.interval),
+        interval = %humantime::format_duration(cfg.daemon.interval),
         concurrency = cfg.daemon.concurrency,
         state = %options.state_path.display(),
         "safe-updater is watching"
@@ -350,19 +350,5 @@ fn reload(options: &DaemonOptions, old: Arc<Config>, why: &str) -> Arc<Config> {
             tracing::error!(event = "config.rejected", trigger = why, reason = %e, "the new configuration was refused; the previous one keeps running");
             old
         }
-    }
-}
-
-pub(crate) fn humanize(d: Duration) -> String {
-    humantime_like(d)
-}
-
-fn humantime_like(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0 => format!("{}ms", d.as_millis()),
-        s if s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
     }
 }

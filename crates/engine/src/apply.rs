@@ -58,6 +58,32 @@ pub fn pull_auth(credential: Option<Credential>) -> Option<RegistryAuth> {
     }
 }
 
+/// Pull credentials for the registries these assets use, resolved the way the registry client
+/// resolves them (config, then Docker's `config.json` and helpers); Basic only, as the engine
+/// takes them. A registry whose lookup fails is logged and pulled from anonymously.
+pub async fn pull_auths(
+    client: &safe_updater_registry::RegistryClient,
+    assets: &[Asset],
+) -> std::collections::BTreeMap<String, RegistryAuth> {
+    let registries: std::collections::BTreeSet<String> = assets
+        .iter()
+        .filter_map(|a| ImageRef::parse(&a.image).ok())
+        .map(|r| r.registry().to_owned())
+        .collect();
+    let mut out = std::collections::BTreeMap::new();
+    for r in registries {
+        match client.credential_for(&r).await {
+            Ok(c) => {
+                if let Some(auth) = pull_auth(c) {
+                    out.insert(r, auth);
+                }
+            }
+            Err(e) => tracing::warn!(registry = %r, error = %e, "no pull credentials"),
+        }
+    }
+    out
+}
+
 fn audit(
     store: &mut Store,
     asset: &Asset,

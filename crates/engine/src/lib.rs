@@ -16,12 +16,12 @@ mod run;
 mod scan;
 mod settings;
 
-pub use apply::{ApplyOutcome, ApplySettings, Recovery, apply, pull_auth, recover};
+pub use apply::{ApplyOutcome, ApplySettings, Recovery, apply, pull_auth, pull_auths, recover};
 pub use check::{AssetCheck, CheckReport, check, check_some};
 pub use operator::{OperatorError, PendingApproval};
 pub use run::{
-    RunReport, WATCHTOWER_DEPENDS_ON, apply_one, connect_all, dependency_groups, dependency_order,
-    previous_version, run_once,
+    RunReport, WATCHTOWER_DEPENDS_ON, apply_by_policy, apply_one, connect_all, dependency_groups,
+    dependency_order, previous_version, run_once,
 };
 pub use scan::{EngineOutcome, ScanReport, scan};
 pub use settings::{SettingsError, engine_specs, registry_client_config};

@@ -278,7 +278,7 @@ pub async fn apply_one(
 /// Applies with what the asset's policy says about failure, and the pull credentials of its
 /// registry.
 #[allow(clippy::too_many_arguments)]
-async fn apply_by_policy(
+pub async fn apply_by_policy(
     config: &Config,
     store: &mut Store,
     engine: &Engine,
