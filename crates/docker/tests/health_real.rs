@@ -6,118 +6,24 @@
 //! afterwards, also when the test fails. Without an engine or registry these tests FAIL with
 //! instructions; they never pass silently.
 
-use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use safe_updater_docker::bollard::models::{
     ContainerCreateBody, HealthConfig, HostConfig, PortBinding,
 };
-use safe_updater_docker::bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions,
-};
+use safe_updater_docker::bollard::query_parameters::CreateContainerOptions;
 use safe_updater_docker::health::probe;
-use safe_updater_docker::update;
-use safe_updater_docker::{
-    Backoff, Check, ConnectOptions, Engine, EngineSpec, ExecCheck, HttpCheck, Monitor, TcpCheck,
-    monitor,
-};
+use safe_updater_docker::{Backoff, Check, ExecCheck, HttpCheck, Monitor, TcpCheck, monitor};
 
-const SETUP: &str =
-    "run `scripts/dev-env up`, then `eval \"$(scripts/dev-env env)\"`, and run the tests again";
-
-struct Env {
-    engine: Engine,
-    registry: String,
-}
+mod common;
+use common::{Env, SETUP, guarded};
 
 async fn env() -> Env {
-    let mut spec = match EngineSpec::from_env() {
-        Ok(spec) => spec,
-        Err(err) => panic!("the Docker environment variables are not usable: {err}\n{SETUP}"),
-    };
-    spec.name = "real".to_owned();
-    let engine = match Engine::connect(&spec, ConnectOptions::default()).await {
-        Ok(engine) => engine,
-        Err(err) => panic!(
-            "no Docker engine answers (DOCKER_HOST is {:?}): {err}\n{SETUP}",
-            std::env::var("DOCKER_HOST").ok()
-        ),
-    };
-    let registry = std::env::var("SAFE_UPDATER_E2E_REGISTRY_OPEN")
-        .unwrap_or_else(|_| "127.0.0.1:5001".to_owned());
-    let network =
-        std::env::var("SAFE_UPDATER_E2E_DOCKER_NETWORK").unwrap_or_else(|_| "bridge".to_owned());
-    assert_ne!(
-        network, "host",
-        "these tests need an engine with a bridge network (dev-env reports host networking only)"
-    );
-    let env = Env { engine, registry };
-    for tag in ["1.0.0", "1.0.2"] {
-        update::pull(
-            &env.engine,
-            &format!("{}/demo/web:{tag}", env.registry),
-            None,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("cannot pull the {tag} test image: {e}\n{SETUP}"));
-    }
-    env
+    common::env(&["1.0.0", "1.0.2"]).await
 }
 
 fn prefix(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() % 1_000_000_000_000)
-        .unwrap_or_default();
-    format!("sut-health-{test}-{}-{nanos}", std::process::id())
-}
-
-async fn cleanup(engine: &Engine, prefix: &str) {
-    let docker = engine.docker();
-    let filters: HashMap<String, Vec<String>> =
-        [("name".to_owned(), vec![prefix.to_owned()])].into();
-    if let Ok(list) = docker
-        .list_containers(Some(ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        }))
-        .await
-    {
-        for c in list {
-            let mine = c
-                .names
-                .iter()
-                .flatten()
-                .any(|n| n.trim_start_matches('/').starts_with(prefix));
-            if let (true, Some(id)) = (mine, c.id) {
-                let _ = docker
-                    .remove_container(
-                        &id,
-                        Some(RemoveContainerOptions {
-                            force: true,
-                            v: true,
-                            ..Default::default()
-                        }),
-                    )
-                    .await;
-            }
-        }
-    }
-}
-
-async fn guarded<F, Fut>(env: &Env, prefix: &str, body: F)
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let outcome = AssertUnwindSafe(body()).catch_unwind().await;
-    cleanup(&env.engine, prefix).await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    common::prefix("health", test)
 }
 
 /// Creates and starts `<prefix>-<suffix>` from `tag`, published on 127.0.0.1; returns its id.
@@ -474,42 +380,13 @@ async fn monitor_rules() {
 /// than rustls on the other end), and the request options (method, headers, basic auth,
 /// redirects) against a plain HTTP server in the test that records what it received.
 mod https_and_request_options {
+    use super::common::{TempDir, openssl};
     use super::*;
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::{TcpListener, TcpStream};
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
     use std::process::{Child, Command, Stdio};
     use std::sync::{Arc, Mutex};
-
-    /// A directory removed when dropped.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(what: &str) -> TempDir {
-            let dir = std::env::temp_dir().join(prefix(what));
-            std::fs::create_dir_all(&dir).expect("temp dir");
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn openssl(dir: &Path, args: &[&str]) {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run openssl (package openssl): {e}\n{SETUP}"));
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
 
     /// In `dir`: `ca.pem` (a CA made for the test), and two server certificates it signed:
     /// `good-{cert,key}.pem` for IP:127.0.0.1 and DNS:localhost, `other-{cert,key}.pem` for
@@ -801,9 +678,9 @@ mod https_and_request_options {
     async fn https_checks_against_a_real_tls_server() {
         let env = env().await;
         let p = prefix("https");
-        let certs = TempDir::new("https-certs");
-        make_certificates(&certs.0);
-        let www = TempDir::new("https-www");
+        let certs = TempDir::new("health", "https-certs");
+        make_certificates(certs.path());
+        let www = TempDir::new("health", "https-www");
         let files = [
             (
                 "health",
@@ -813,11 +690,11 @@ mod https_and_request_options {
             ("moved", "HTTP/1.0 302 Found\r\nLocation: /health\r\n\r\n"),
         ];
         for (name, response) in files {
-            std::fs::write(www.0.join(name), response).expect("write response");
+            std::fs::write(www.path().join(name), response).expect("write response");
         }
-        let good = TlsServer::start(&certs.0, "good", &www.0);
-        let other = TlsServer::start(&certs.0, "other", &www.0);
-        let ca = certs.0.join("ca.pem");
+        let good = TlsServer::start(certs.path(), "good", www.path());
+        let other = TlsServer::start(certs.path(), "other", www.path());
+        let ca = certs.path().join("ca.pem");
         guarded(&env, &p, || async {
             let id = run(&env, &format!("{p}-web"), "1.0.0", None, None).await;
             let check = |url: String, f: &dyn Fn(&mut HttpCheck)| {
@@ -967,7 +844,7 @@ mod https_and_request_options {
             assert!(o.ok, "not followed, 3xx wanted: {o:?}");
 
             // A CA file that cannot be used says so instead of failing every handshake.
-            let missing = certs.0.join("absent.pem");
+            let missing = certs.path().join("absent.pem");
             let o = probe(
                 &env.engine,
                 &id,
@@ -978,7 +855,7 @@ mod https_and_request_options {
             .await;
             assert!(!o.ok, "{o:?}");
             assert!(o.detail.contains("cannot read CA file"), "{o:?}");
-            let not_pem = certs.0.join("good.ext");
+            let not_pem = certs.path().join("good.ext");
             let o = probe(
                 &env.engine,
                 &id,

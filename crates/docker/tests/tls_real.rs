@@ -15,7 +15,6 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
@@ -29,8 +28,9 @@ use safe_updater_docker::{
     TlsPaths, discover,
 };
 
-const SETUP: &str =
-    "run `scripts/dev-env up`, then `eval \"$(scripts/dev-env env)\"`, and run the tests again";
+mod common;
+use common::{SETUP, TempDir, openssl};
+
 const TEST_LABEL: &str = "io.safe-updater.test";
 const TEST_LABEL_VALUE: &str = "docker-tls-real";
 
@@ -133,42 +133,6 @@ fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect()
-}
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> TempDir {
-        let nanos = Timestamp::now().as_nanosecond() % 1_000_000_000_000;
-        let dir =
-            std::env::temp_dir().join(format!("sut-tls-{what}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run openssl (package openssl): {e}\n{SETUP}"));
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A CA of our own in `dir` (`other-ca.pem`, `other-ca-key.pem`) that signed neither the
@@ -341,7 +305,7 @@ async fn docker_environment_variables_describe_the_tls_engine() {
     assert_eq!(engine_id(&engine).await, engine_id(&local).await);
 
     // Without DOCKER_CERT_PATH the files come from $HOME/.docker: a home made for the test.
-    let home = TempDir::new("home");
+    let home = TempDir::new("tls", "home");
     let dot_docker = home.path().join(".docker");
     std::fs::create_dir_all(&dot_docker).expect("mkdir .docker");
     for file in ["ca.pem", "cert.pem", "key.pem"] {
@@ -514,7 +478,7 @@ async fn an_engine_that_requires_a_client_certificate_refuses_a_client_without_o
     else {
         return;
     };
-    let tmp = TempDir::new("nocert");
+    let tmp = TempDir::new("tls", "nocert");
     // The engine's CA, but no client certificate or key.
     let spec = EngineSpec {
         tls: Some(TlsPaths {
@@ -568,7 +532,7 @@ async fn an_engine_certificate_from_another_ca_is_not_trusted() {
     let Some(tls) = tls_env("an_engine_certificate_from_another_ca_is_not_trusted") else {
         return;
     };
-    let tmp = TempDir::new("wrongca");
+    let tmp = TempDir::new("tls", "wrongca");
     other_ca(tmp.path());
     let spec = EngineSpec {
         tls: Some(TlsPaths {

@@ -8,93 +8,28 @@
 //! Without an engine or registry these tests FAIL with instructions; they never pass silently.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use safe_updater_docker::bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HostConfig,
     NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy,
     RestartPolicyNameEnum,
 };
 use safe_updater_docker::bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions,
+    CreateContainerOptions, RemoveContainerOptions,
 };
 use safe_updater_docker::update::{self, Phase};
-use safe_updater_docker::{
-    Check, ConnectOptions, ContainerSnapshot, Engine, EngineSpec, HttpCheck, Monitor,
-};
+use safe_updater_docker::{Check, ContainerSnapshot, Engine, HttpCheck, Monitor};
 
-const SETUP: &str =
-    "run `scripts/dev-env up`, then `eval \"$(scripts/dev-env env)\"`, and run the tests again";
-const REPO: &str = "demo/web";
+mod common;
+use common::{Env, bind_dir, guarded, http_get};
 
-struct Env {
-    engine: Engine,
-    registry: String,
-}
-
-impl Env {
-    fn image(&self, tag: &str) -> String {
-        format!("{}/{REPO}:{tag}", self.registry)
-    }
-}
-
-/// Fails (never skips) when the engine or the registry is missing, saying how to get them.
 async fn env() -> Env {
-    let mut spec = match EngineSpec::from_env() {
-        Ok(spec) => spec,
-        Err(err) => panic!("the Docker environment variables are not usable: {err}\n{SETUP}"),
-    };
-    spec.name = "real".to_owned();
-    let engine = match Engine::connect(&spec, ConnectOptions::default()).await {
-        Ok(engine) => engine,
-        Err(err) => panic!(
-            "no Docker engine answers (DOCKER_HOST is {:?}): {err}\n{SETUP}",
-            std::env::var("DOCKER_HOST").ok()
-        ),
-    };
-    let registry = std::env::var("SAFE_UPDATER_E2E_REGISTRY_OPEN")
-        .unwrap_or_else(|_| "127.0.0.1:5001".to_owned());
-    if let Err(err) = http_get(&registry, "/v2/") {
-        panic!("the dev-env registry at {registry} does not answer: {err}\n{SETUP}");
-    }
-    let network =
-        std::env::var("SAFE_UPDATER_E2E_DOCKER_NETWORK").unwrap_or_else(|_| "bridge".to_owned());
-    assert_ne!(
-        network, "host",
-        "these tests need an engine with a bridge network (dev-env reports host networking only)"
-    );
-    let env = Env { engine, registry };
-    update::pull(&env.engine, &env.image("1.0.0"), None)
-        .await
-        .unwrap_or_else(|e| panic!("cannot pull the 1.0.0 test image: {e}\n{SETUP}"));
-    env
+    common::env(&["1.0.0"]).await
 }
 
-/// A bare HTTP/1.0 GET: `(status, body)`.
-fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
-    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|e| e.to_string())?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no status in {response:?}"))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+fn prefix(test: &str) -> String {
+    common::prefix("upd", test)
 }
 
 /// Retries `GET path` on the container's published 8080 until it answers (up to 15 s).
@@ -130,81 +65,6 @@ fn host_port(inspect: &ContainerInspectResponse) -> Option<String> {
         .find_map(|b| b.host_port.clone().filter(|p| !p.is_empty()))
 }
 
-fn prefix(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() % 1_000_000_000_000)
-        .unwrap_or_default();
-    format!("sut-upd-{test}-{}-{nanos}", std::process::id())
-}
-
-/// Removes every container, network and volume whose name starts with `prefix`, and the bind
-/// directory.
-async fn cleanup(engine: &Engine, prefix: &str) {
-    let docker = engine.docker();
-    let filters: HashMap<String, Vec<String>> =
-        [("name".to_owned(), vec![prefix.to_owned()])].into();
-    if let Ok(list) = docker
-        .list_containers(Some(ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        }))
-        .await
-    {
-        for c in list {
-            let mine = c
-                .names
-                .iter()
-                .flatten()
-                .any(|n| n.trim_start_matches('/').starts_with(prefix));
-            if let (true, Some(id)) = (mine, c.id) {
-                let _ = docker
-                    .remove_container(
-                        &id,
-                        Some(RemoveContainerOptions {
-                            force: true,
-                            v: true,
-                            ..Default::default()
-                        }),
-                    )
-                    .await;
-            }
-        }
-    }
-    for suffix in ["-net", "-net2"] {
-        let _ = docker.remove_network(&format!("{prefix}{suffix}")).await;
-    }
-    let _ = docker
-        .remove_volume(
-            &format!("{prefix}-vol"),
-            None::<safe_updater_docker::bollard::query_parameters::RemoveVolumeOptions>,
-        )
-        .await;
-    let _ = std::fs::remove_dir_all(bind_dir(prefix));
-}
-
-fn bind_dir(prefix: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(prefix)
-}
-
-/// Runs `body`, then cleans up whatever happened.
-async fn guarded<F, Fut>(env: &Env, prefix: &str, body: F)
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let outcome = AssertUnwindSafe(body()).catch_unwind().await;
-    cleanup(&env.engine, prefix).await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
-}
-
-/// A container with most settings a user sets: env, labels, a published port, a named volume,
-/// a bind mount, tmpfs, restart policy, a user network with an alias plus a second network,
-/// memory and CPU limits, a custom stop signal, hostname, extra hosts, DNS, capabilities, log
-/// config. Started.
 async fn create_rich(env: &Env, p: &str, tag: &str) -> String {
     let docker = env.engine.docker();
     for suffix in ["-net", "-net2"] {
