@@ -191,6 +191,24 @@ fn get_update(
     .during(label, op)
 }
 
+/// The audit event of an operator's verdict (`approval` or `rejection`, actor: the operator),
+/// the one kind readers of the trail see however the verdict was recorded.
+pub(crate) fn approval_event(id: i64, a: &Approval) -> AuditEvent {
+    AuditEvent {
+        timestamp: a.at,
+        actor: a.operator.clone(),
+        action: a.verdict.audit_action().to_string(),
+        asset_id: Some(a.asset_id.clone()),
+        correlation_id: None,
+        details: json!({
+            "approval_id": id,
+            "candidate": a.candidate,
+            "verdict": a.verdict.as_str(),
+            "reason": a.reason,
+        }),
+    }
+}
+
 impl Store {
     /// Stores a decision of the engine and appends the audit event `decision` (actor: the
     /// decision's actor), in one transaction. Returns the decision's id.
@@ -273,25 +291,7 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .during(label, op)?;
         let id = insert_approval(&tx, label, op, None, approval)?;
-        let a = approval;
-        append_in(
-            &tx,
-            label,
-            op,
-            AuditEvent {
-                timestamp: a.at,
-                actor: a.operator.clone(),
-                action: a.verdict.audit_action().to_string(),
-                asset_id: Some(a.asset_id.clone()),
-                correlation_id: None,
-                details: json!({
-                    "approval_id": id,
-                    "candidate": a.candidate,
-                    "verdict": a.verdict.as_str(),
-                    "reason": a.reason,
-                }),
-            },
-        )?;
+        append_in(&tx, label, op, approval_event(id, approval))?;
         tx.commit().during(label, op)?;
         Ok(id)
     }

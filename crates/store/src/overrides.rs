@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::audit::append_in;
 use crate::error::{Context as _, Result, StoreError};
-use crate::history::insert_approval;
+use crate::history::{approval_event, insert_approval};
 use crate::types::{Approval, DecisionRecord, Stored, Verdict};
 use crate::{Store, opt_ts_col, ts_col, ts_to_sql};
 
@@ -310,26 +310,7 @@ impl Store {
             }));
         }
         let id = insert_approval(&tx, label, op, None, approval)?;
-        let a = approval;
-        // The same event as record_approval writes: readers of the trail see one kind.
-        append_in(
-            &tx,
-            label,
-            op,
-            AuditEvent {
-                timestamp: a.at,
-                actor: a.operator.clone(),
-                action: a.verdict.audit_action().to_string(),
-                asset_id: Some(a.asset_id.clone()),
-                correlation_id: None,
-                details: json!({
-                    "approval_id": id,
-                    "candidate": a.candidate,
-                    "verdict": a.verdict.as_str(),
-                    "reason": a.reason,
-                }),
-            },
-        )?;
+        append_in(&tx, label, op, approval_event(id, approval))?;
         tx.commit().during(label, op)?;
         Ok(None)
     }
