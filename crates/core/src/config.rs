@@ -241,6 +241,19 @@ pub struct CredentialConfig {
     pub password_file: Option<String>,
 }
 
+impl CredentialConfig {
+    /// Where the password is, as the one kind of secret reference every section uses; `None`
+    /// when none is given (validation reports that).
+    pub fn secret(&self) -> Option<SecretRef> {
+        match (&self.password, &self.password_env, &self.password_file) {
+            (Some(p), _, _) => Some(SecretRef::Literal(p.clone())),
+            (None, Some(v), _) => Some(SecretRef::Env(v.clone())),
+            (None, None, Some(f)) => Some(SecretRef::File(f.clone())),
+            (None, None, None) => None,
+        }
+    }
+}
+
 impl fmt::Debug for CredentialConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CredentialConfig")

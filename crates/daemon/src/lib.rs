@@ -109,16 +109,9 @@ pub(crate) struct Shared {
 }
 
 fn read_secret(s: &SecretRef, env: &[(String, String)]) -> Result<Secret, String> {
-    match s {
-        SecretRef::Literal(v) => Ok(Secret::new(v.clone())),
-        SecretRef::Env(var) => env
-            .iter()
-            .find(|(k, _)| k == var)
-            .map(|(_, v)| Secret::new(v.clone()))
-            .ok_or_else(|| format!("the environment variable {var} is not set")),
-        SecretRef::File(path) => Secret::from_file(std::path::Path::new(path))
-            .map_err(|e| format!("cannot read {path}: {e}")),
-    }
+    safe_updater_engine::resolve_secret(s, &safe_updater_engine::env_lookup(env))
+        .map(Secret::new)
+        .map_err(|e| e.to_string())
 }
 
 fn server_config(cfg: &Config, env: &[(String, String)]) -> Result<Option<ServerConfig>, String> {

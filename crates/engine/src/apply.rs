@@ -9,7 +9,7 @@
 use safe_updater_core::asset::Asset;
 use safe_updater_core::audit::AuditEvent;
 use safe_updater_core::config::HealthConfig;
-use safe_updater_core::health::{self as health_spec, CheckRule, CheckSpec, SecretRef};
+use safe_updater_core::health::{self as health_spec, CheckRule, CheckSpec};
 use safe_updater_core::policy::{AssetView, OnFailure};
 use safe_updater_core::reference::ImageRef;
 use safe_updater_docker::Engine;
@@ -115,7 +115,11 @@ pub fn checks_for(asset: &Asset, rules: &[CheckRule]) -> Result<Vec<Check>, Stri
         checks.push(match spec {
             CheckSpec::Http(h) => {
                 let basic_auth = match h.basic_auth {
-                    Some((user, secret)) => Some((user, read_secret(&secret)?)),
+                    Some((user, secret)) => Some((
+                        user,
+                        crate::settings::resolve_secret(&secret, &|var| std::env::var(var).ok())
+                            .map_err(|e| format!("the health check's password: {e}"))?,
+                    )),
                     None => None,
                 };
                 Check::Http(HttpCheck {
@@ -145,18 +149,6 @@ pub fn checks_for(asset: &Asset, rules: &[CheckRule]) -> Result<Vec<Check>, Stri
         });
     }
     Ok(checks)
-}
-
-fn read_secret(secret: &SecretRef) -> Result<String, String> {
-    match secret {
-        SecretRef::Literal(s) => Ok(s.clone()),
-        SecretRef::Env(var) => std::env::var(var).map_err(|_| {
-            format!("the health check's password variable {var} is not set in the environment")
-        }),
-        SecretRef::File(path) => std::fs::read_to_string(path)
-            .map(|s| s.trim().to_owned())
-            .map_err(|e| format!("cannot read the health check's password file {path}: {e}")),
-    }
 }
 
 /// Updates one container to `target_tag`, verifies it, and rolls back (or freezes) on failure.

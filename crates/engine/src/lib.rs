@@ -24,7 +24,9 @@ pub use run::{
     dependency_order, previous_version, run_once,
 };
 pub use scan::{EngineOutcome, ScanReport, scan};
-pub use settings::{SettingsError, engine_specs, registry_client_config};
+pub use settings::{
+    SecretError, SettingsError, engine_specs, env_lookup, registry_client_config, resolve_secret,
+};
 
 /// Errors that stop a whole step. Problems with one asset or one engine are reported in the
 /// step's report instead, so the others still proceed.
