@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command as Process;
 
 use assert_cmd::Command;
 use jiff::{SignedDuration, Timestamp};
@@ -21,53 +20,17 @@ use tempfile::TempDir;
 const WEB: &str = "docker/local/web";
 const IMAGE: &str = "127.0.0.1:5001/demo/web:1.0.0";
 
-/// The binary with no `SAFE_UPDATER_*` variable from the shell and a known login user, so the
-/// actor is `cli:alice` unless a test says otherwise.
+mod common;
+use common::{Containers, Run, bin_as, docker, exec};
+
 fn bin(user: &str) -> Command {
-    let mut c = Command::cargo_bin("safe-updater").expect("the safe-updater binary is built");
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("SAFE_UPDATER_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("XDG_STATE_HOME", "/nonexistent/safe-updater-tests/state")
-        .env_remove("SUDO_USER")
-        .env("USER", user);
-    c
-}
-
-#[derive(Debug)]
-struct Run {
-    args: Vec<String>,
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
-            panic!(
-                "{:?}: stdout is not one JSON document ({e}):\n{}\nstderr:\n{}",
-                self.args, self.stdout, self.stderr
-            )
-        })
-    }
+    bin_as(user)
 }
 
 fn run_as(user: &str, state: &Path, args: &[&str]) -> Run {
-    let out = bin(user)
-        .arg("--state")
-        .arg(state)
-        .args(args)
-        .output()
-        .expect("run safe-updater");
-    Run {
-        args: args.iter().map(|s| (*s).to_owned()).collect(),
-        code: out.status.code().expect("exited, not killed"),
-        stdout: String::from_utf8(out.stdout).expect("utf-8"),
-        stderr: String::from_utf8(out.stderr).expect("utf-8"),
-    }
+    let mut c = bin(user);
+    c.arg("--state").arg(state);
+    exec(c, args)
 }
 
 fn run(state: &Path, args: &[&str]) -> Run {
@@ -387,30 +350,6 @@ fn skip_pin_and_snooze_are_set_checked_and_undone() {
 // ---------------------------------------------------------------------------------------------
 // The whole loop against the real Docker engine and registry.
 // ---------------------------------------------------------------------------------------------
-
-fn docker(args: &[&str]) -> String {
-    let out = Process::new("docker")
-        .args(args)
-        .output()
-        .expect("the docker CLI runs");
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// Removes the test's containers when it ends, also on failure.
-struct Containers(Vec<String>);
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            let _ = Process::new("docker").args(["rm", "-f", name]).output();
-        }
-    }
-}
 
 #[test]
 fn an_approved_review_is_applied_by_the_next_run_once_and_a_snooze_holds_it() {

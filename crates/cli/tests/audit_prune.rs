@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use jiff::{SignedDuration, Timestamp};
 use safe_updater_core::audit::{self, AuditEvent, AuditRecord};
 use safe_updater_store::Store;
@@ -17,48 +16,14 @@ use tempfile::TempDir;
 const OLD: u64 = 5;
 const ALL: u64 = 8;
 
-/// The binary with no `SAFE_UPDATER_*` variable from the calling shell and a default state
-/// directory that does not exist.
-fn bin() -> Command {
-    let mut c = Command::cargo_bin("safe-updater").expect("the safe-updater binary is built");
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("SAFE_UPDATER_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("XDG_STATE_HOME", "/nonexistent/safe-updater-tests/state");
-    c.env("USER", "alice");
-    c.env_remove("SUDO_USER");
-    c
-}
+mod common;
+use common::{Run, bin_as, exec};
 
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.trim())
-            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{self:?}"))
-    }
-}
-
-/// Runs `safe-updater --state <path> <args>` and checks the exit code.
+/// Runs `safe-updater --state <path> <args>` as alice and checks the exit code.
 fn run(path: &Path, args: &[&str], code: i32) -> Run {
-    let out = bin()
-        .arg("--state")
-        .arg(path)
-        .args(args)
-        .output()
-        .expect("run safe-updater");
-    let r = Run {
-        code: out.status.code().expect("exited, not killed"),
-        stdout: String::from_utf8(out.stdout).expect("UTF-8 stdout"),
-        stderr: String::from_utf8(out.stderr).expect("UTF-8 stderr"),
-    };
+    let mut c = bin_as("alice");
+    c.arg("--state").arg(path);
+    let r = exec(c, args);
     assert_eq!(r.code, code, "{args:?}: {r:?}");
     r
 }

@@ -32,53 +32,8 @@ fn data(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// The binary with a clean environment: no `SAFE_UPDATER_*` variable from the shell that runs
-/// the tests, and a default state directory that does not exist (so that no test can read or
-/// create a developer's real state by accident).
-fn bin() -> Command {
-    let mut c = Command::cargo_bin("safe-updater").expect("the safe-updater binary is built");
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("SAFE_UPDATER_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("XDG_STATE_HOME", "/nonexistent/safe-updater-tests/state");
-    c
-}
-
-/// What a run printed, and how it ended.
-#[derive(Debug)]
-struct Run {
-    args: Vec<String>,
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    /// stdout parsed as exactly one JSON document.
-    fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
-            panic!(
-                "{:?}: stdout is not one JSON document ({e}):\n{}\nstderr:\n{}",
-                self.args, self.stdout, self.stderr
-            )
-        })
-    }
-}
-
-fn exec(mut c: Command, args: &[&str]) -> Run {
-    let out = c.args(args).output().expect("run safe-updater");
-    Run {
-        args: args.iter().map(|s| (*s).to_owned()).collect(),
-        code: out
-            .status
-            .code()
-            .expect("safe-updater exited (not killed by a signal)"),
-        stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
-        stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
-    }
-}
+mod common;
+use common::{Run, bin, exec};
 
 /// Runs with `args` and checks the exit code.
 fn expect_code_with(c: Command, args: &[&str], code: i32) -> Run {

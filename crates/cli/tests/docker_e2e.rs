@@ -2,49 +2,12 @@
 //! registries of `scripts/dev-env`. Without that environment these tests fail and say how to
 //! start it; they never pass silently.
 
-use std::process::Command;
-
 use assert_cmd::Command as Bin;
 use serde_json::Value;
 use tempfile::TempDir;
 
-fn env_var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run `scripts/dev-env up` and `eval \"$(scripts/dev-env env)\"` (or `scripts/test`, which does both)")
-    })
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("the docker CLI runs");
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// Containers made by one test, removed when it ends (even on panic).
-struct Containers(Vec<String>);
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            let _ = Command::new("docker").args(["rm", "-f", name]).output();
-        }
-    }
-}
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "su-e2e-{prefix}-{}-{}",
-        std::process::id(),
-        jiff::Timestamp::now().as_millisecond()
-    )
-}
+mod common;
+use common::{Containers, docker, env_var, unique};
 
 fn safe_updater(dir: &TempDir, config: &str, args: &[&str]) -> (i32, Value, String) {
     let cfg = dir.path().join("config.yaml");
