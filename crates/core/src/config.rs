@@ -277,9 +277,10 @@ impl ChartRepoConfig {
     pub fn matches(&self, chart: &str, namespace: &str, release: &str) -> bool {
         let glob = |g: &str, v: &str| glob_regex(g).is_ok_and(|r| r.is_match(v));
         self.chart.as_deref().is_none_or(|g| glob(g, chart))
-            && self.release.as_deref().is_none_or(|g| {
-                glob(g, release) || glob(g, &format!("{namespace}/{release}"))
-            })
+            && self
+                .release
+                .as_deref()
+                .is_none_or(|g| glob(g, release) || glob(g, &format!("{namespace}/{release}")))
     }
 }
 
@@ -1813,10 +1814,8 @@ fn compile_kubernetes(
         let password = match (&username, any_secret) {
             (None, false) => None,
             (None, true) => {
-                problems.push(loc.problem(
-                    &format!("{base}.username"),
-                    "a password needs a username",
-                ));
+                problems
+                    .push(loc.problem(&format!("{base}.username"), "a password needs a username"));
                 None
             }
             (Some(_), _) => secret_of(
@@ -2603,7 +2602,10 @@ resources:
         assert_eq!(k.rollout_timeout, std::time::Duration::from_secs(90));
         assert_eq!(k.helm.binary, "/opt/helm");
         assert_eq!(k.helm.timeout, std::time::Duration::from_secs(120));
-        assert_eq!(k.charts[0].url, "https://charts.example.com", "trailing / dropped");
+        assert_eq!(
+            k.charts[0].url, "https://charts.example.com",
+            "trailing / dropped"
+        );
         assert_eq!(k.charts[0].password, Some(SecretRef::Env("CHARTS".into())));
         assert!(k.charts[0].matches("demo-web", "any", "rel"));
         assert!(!k.charts[0].matches("other", "any", "rel"));
@@ -2615,7 +2617,10 @@ resources:
         let cfg = load(
             "c.yaml",
             "",
-            &env(&[("SAFE_UPDATER_KUBERNETES__ENABLED", "true"), ("SAFE_UPDATER_KUBERNETES__CONTEXTS", "[a]")]),
+            &env(&[
+                ("SAFE_UPDATER_KUBERNETES__ENABLED", "true"),
+                ("SAFE_UPDATER_KUBERNETES__CONTEXTS", "[a]"),
+            ]),
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(cfg.kubernetes.enabled);
@@ -2628,7 +2633,8 @@ resources:
         let e = err_of(bad);
         let has = |line: usize, text: &str| {
             assert!(
-                e.iter().any(|p| p.starts_with(&format!("cfg.yaml:{line}:")) && p.contains(text)),
+                e.iter()
+                    .any(|p| p.starts_with(&format!("cfg.yaml:{line}:")) && p.contains(text)),
                 "no problem on line {line} containing {text:?}: {e:#?}"
             );
         };

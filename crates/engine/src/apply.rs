@@ -147,7 +147,7 @@ pub fn checks_for(asset: &Asset, rules: &[CheckRule]) -> Result<Vec<Check>, Stri
     Ok(checks)
 }
 
-fn read_secret(secret: &SecretRef) -> Result<String, String> {
+pub(crate) fn read_secret(secret: &SecretRef) -> Result<String, String> {
     match secret {
         SecretRef::Literal(s) => Ok(s.clone()),
         SecretRef::Env(var) => std::env::var(var).map_err(|_| {
@@ -437,6 +437,10 @@ pub async fn recover(
 ) -> Result<Vec<Recovery>, EngineError> {
     let mut out = Vec::new();
     for u in store.unfinished_updates()? {
+        // Kubernetes updates are recovered by `crate::kube_apply::recover_kube`.
+        if crate::kube_apply::is_kube_asset_id(&u.asset_id) {
+            continue;
+        }
         let snap: Option<ContainerSnapshot> = store
             .snapshot(u.id)?
             .and_then(|v| serde_json::from_value(v).ok());

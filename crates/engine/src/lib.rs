@@ -11,6 +11,9 @@
 mod apply;
 mod check;
 pub mod kube;
+pub mod kube_apply;
+pub mod kube_check;
+pub mod kube_session;
 pub mod operator;
 mod run;
 mod scan;
@@ -18,6 +21,9 @@ mod settings;
 
 pub use apply::{ApplyOutcome, ApplySettings, Recovery, apply, pull_auth, pull_auths, recover};
 pub use check::{AssetCheck, CheckReport, check, check_some};
+pub use kube_apply::{KubeRunReport, apply_kube, recover_kube, rollback_kube, run_kube_once};
+pub use kube_check::check_kube;
+pub use kube_session::{KubeOverrides, KubeSession};
 pub use operator::{OperatorError, PendingApproval};
 pub use run::{
     RunReport, WATCHTOWER_DEPENDS_ON, apply_by_policy, apply_one, connect_all, dependency_groups,
@@ -36,4 +42,8 @@ pub enum EngineError {
     Settings(#[from] SettingsError),
     #[error("cannot record the container snapshot: {0}")]
     Snapshot(String),
+    /// Kubernetes settings that cannot be used (an unknown context, an unreadable kubeconfig or
+    /// chart repository password); the message says what to do.
+    #[error("{0}")]
+    Kube(String),
 }
