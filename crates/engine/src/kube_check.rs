@@ -34,6 +34,14 @@ pub fn in_session(session: &KubeSession, asset: &Asset) -> bool {
         && (session.filter.kinds.is_empty() || session.filter.kinds.contains(&asset.kind))
 }
 
+/// One report of two (Docker's and Kubernetes'), sorted by asset.
+pub fn merge_reports(mut a: CheckReport, b: CheckReport) -> CheckReport {
+    a.checks.extend(b.checks);
+    a.checks.sort_by(|x, y| x.asset_id.cmp(&y.asset_id));
+    add_counts(&mut a.requests, &b.requests);
+    a
+}
+
 fn add_counts(total: &mut RequestCounts, more: &RequestCounts) {
     total.token += more.token;
     total.tags_page += more.tags_page;
