@@ -719,8 +719,14 @@ pub fn run_update(global: &GlobalArgs, args: &UpdateArgs) -> anyhow::Result<Exit
             if args.asset.as_ref().is_some_and(|a| a != &c.asset_id) {
                 continue;
             }
+            // A Job's pod template is immutable: it is reported, never updated.
+            let job = args.asset.is_none()
+                && store
+                    .get_asset(&c.asset_id)?
+                    .is_some_and(|a| a.kind == AssetKind::Job);
             if let Some(e) = &c.evaluation
                 && let Some(t) = &e.act_on
+                && !job
                 && e.candidates
                     .iter()
                     .any(|x| &x.tag == t && x.decision.as_str() == "approve")
@@ -752,6 +758,20 @@ pub fn run_update(global: &GlobalArgs, args: &UpdateArgs) -> anyhow::Result<Exit
             }
         }
         return Ok(ExitCode::SUCCESS);
+    }
+    // Updates a crash interrupted are put back first, as Docker's are before each update.
+    if let Some(k) = &kube
+        && plan.iter().any(|(a, _)| is_kube_asset_id(a))
+    {
+        for r in rt.block_on(safe_updater_engine::recover_kube(&cfg, &mut store, k, &who))? {
+            if global.output == OutputFormat::Table {
+                eprintln!(
+                    "recovered update #{} of {}: {}",
+                    r.update_id, r.asset_id, r.detail
+                );
+            }
+            tracing::info!(update = r.update_id, asset = %r.asset_id, restored = r.restored, detail = %r.detail, "interrupted update");
+        }
     }
     let mut outcomes = Vec::new();
     for (asset, to) in &plan {
@@ -923,6 +943,14 @@ fn rollback_kube(
                 .map(|t| format!(" to {t}"))
                 .unwrap_or_default()
         );
+    }
+    for r in rt.block_on(safe_updater_engine::recover_kube(
+        &cfg,
+        &mut store,
+        &kube,
+        &actor(),
+    ))? {
+        tracing::info!(update = r.update_id, asset = %r.asset_id, restored = r.restored, detail = %r.detail, "interrupted update");
     }
     let outcome = rt.block_on(safe_updater_engine::rollback_kube(
         &cfg,

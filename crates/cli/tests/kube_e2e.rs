@@ -499,7 +499,11 @@ fn check_finds_a_private_patch_with_only_the_pods_pull_secrets() {
         .iter()
         .map(|c| c["tag"].as_str().expect("tag"))
         .collect();
-    assert_eq!(candidates, ["1.0.2", "1.1.0", "2.0.0"], "the best of each class");
+    assert_eq!(
+        candidates,
+        ["1.0.2", "1.1.0", "2.0.0"],
+        "the best of each class"
+    );
     assert_eq!(
         private["evaluation"]["act_on"], "1.0.2",
         "the best patch, by policy"
@@ -603,6 +607,93 @@ fn update_rolls_out_a_patch_rolls_back_a_bad_one_and_rollback_restores() {
     assert_eq!(statuses, ["succeeded", "succeeded", "rolled_back"]);
     let (_, none, _) = su(env, dir.path(), &cfg, &["history", "--kind", "HelmRelease"]);
     assert_eq!(none, Value::Array(Vec::new()), "--kind narrows history");
+}
+
+/// The snapshot is stored before the patch: `update` killed (SIGKILL) mid-rollout leaves an
+/// `in_progress` record, and the next `update` first restores the previous template from it.
+#[test]
+fn an_update_killed_mid_rollout_is_restored_on_the_next_start() {
+    let Some(env) = env() else { return };
+    let dir = TempDir::new().expect("tempdir");
+    let writer = identity(env, dir.path(), "safe-updater-writer");
+    let ns = Namespace::new(env, "crash");
+    let image = format!("{}:1.0.0", env.image_repo);
+    ns.apply(&deployment("web", &image, ""));
+    // A long window, so the process is surely still verifying when it is killed.
+    let cfg =
+        config(env, dir.path(), &writer, "  enabled: true\n").replace("window: 4s", "window: 5m");
+    let n = ns.name.clone();
+    let list = scan_until(
+        env,
+        dir.path(),
+        &cfg,
+        &["--namespace", &n, "--kind", "Deployment"],
+        |l| !l.is_empty(),
+    );
+    let id = list[0]["id"].as_str().expect("id").to_owned();
+    let template_before = ns.get("deployment/web", "{.spec.template}");
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("safe-updater"))
+        .arg("--config")
+        .arg(dir.path().join("config.yaml"))
+        .arg("--state")
+        .arg(dir.path().join("state.db"))
+        .args(["update", &id, "--to", "1.0.1"])
+        .env("SU_E2E_CHART_PASSWORD", &env.chart_password)
+        .env_remove("KUBECONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("update starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ns.get(
+        "deployment/web",
+        "{.spec.template.spec.containers[0].image}",
+    ) != format!("{}:1.0.1", env.image_repo)
+    {
+        if let Some(status) = child.try_wait().expect("child") {
+            use std::io::Read as _;
+            let mut err = String::new();
+            let _ = child
+                .stderr
+                .take()
+                .expect("stderr")
+                .read_to_string(&mut err);
+            panic!("update ended ({status}) before the patch landed: {err}");
+        }
+        assert!(Instant::now() < deadline, "the patch never landed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    let (_, history, _) = su(env, dir.path(), &cfg, &["history", &id]);
+    assert_eq!(history[0]["status"], "in_progress", "{history}");
+
+    // The next start restores the snapshot before doing what it was asked (here: 1.0.0 again,
+    // which is where the restore already put it).
+    let cfg = cfg.replace("window: 5m", "window: 2s");
+    let (code, out, err) = su(env, dir.path(), &cfg, &["update", &id, "--to", "1.0.0"]);
+    assert_eq!(code, 0, "{out} {err}");
+    let (_, history, _) = su(env, dir.path(), &cfg, &["history", &id]);
+    let rows: Vec<(&str, &str)> = history
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|u| {
+            (
+                u["status"].as_str().expect("status"),
+                u["error"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), 2, "{history}");
+    assert_eq!(rows[0].0, "succeeded");
+    assert_eq!(rows[1].0, "rolled_back");
+    assert!(rows[1].1.contains("interrupted"), "{history}");
+    assert_eq!(
+        ns.get("deployment/web", "{.spec.template}"),
+        template_before,
+        "the template is the one before the interrupted update"
+    );
 }
 
 #[test]
