@@ -356,6 +356,7 @@ pub struct CheckArgs {
 }
 
 /// Docker's check and (when in this run) Kubernetes', as one report.
+#[allow(clippy::too_many_arguments)]
 fn check_all(
     rt: &tokio::runtime::Runtime,
     cfg: &safe_updater_core::config::Config,

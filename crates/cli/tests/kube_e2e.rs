@@ -895,7 +895,7 @@ fn kubernetes_disabled_behaves_as_before() {
 
     // Kubernetes assets in the store are not checked when Kubernetes is off (before, check
     // knew nothing of them either), and no kubeconfig is read.
-    let mut store = safe_updater_store::Store::open(&dir.path().join("state.db")).expect("store");
+    let mut store = safe_updater_store::Store::open(dir.path().join("state.db")).expect("store");
     let now = jiff::Timestamp::now();
     store
         .upsert_assets(&[safe_updater_core::asset::Asset {

@@ -528,18 +528,19 @@ pub async fn apply_kube(
             );
         }
     };
-    if verdict.healthy && !probes.is_empty() {
-        if let Err(why) = run_probes(&probes, &config.health, &mut verdict.observations).await {
-            verdict.healthy = false;
-            verdict.failure = Some(format!("configured checks failed: {why}"));
-            if rollback {
-                verdict.rolled_back = true;
-                match undo(session, &snapshot, &opts, &mut verdict.observations).await {
-                    Ok(ok) => verdict.restored_healthy = Some(ok),
-                    Err(e) => {
-                        let why = verdict.failure.clone().unwrap_or_default();
-                        return finish_undone(store, id, outcome, why, Err(e), actor);
-                    }
+    if verdict.healthy
+        && !probes.is_empty()
+        && let Err(why) = run_probes(&probes, &config.health, &mut verdict.observations).await
+    {
+        verdict.healthy = false;
+        verdict.failure = Some(format!("configured checks failed: {why}"));
+        if rollback {
+            verdict.rolled_back = true;
+            match undo(session, &snapshot, &opts, &mut verdict.observations).await {
+                Ok(ok) => verdict.restored_healthy = Some(ok),
+                Err(e) => {
+                    let why = verdict.failure.clone().unwrap_or_default();
+                    return finish_undone(store, id, outcome, why, Err(e), actor);
                 }
             }
         }
