@@ -229,9 +229,11 @@ impl Drop for Namespace<'_> {
     }
 }
 
+/// A Deployment of the demo image. The readiness probe makes `:1.0.2` (whose `/health` is 404)
+/// fail on a real cluster too; kube-env's simulated node fails it by its tag.
 fn deployment(name: &str, image: &str, extra_spec: &str) -> String {
     format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n{extra_spec}      containers:\n      - name: web\n        image: {image}\n"
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n{extra_spec}      containers:\n      - name: web\n        image: {image}\n        readinessProbe: {{httpGet: {{path: /health, port: 8080}}, periodSeconds: 2}}\n"
     )
 }
 

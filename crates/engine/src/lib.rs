@@ -3,10 +3,13 @@
 //! (the core's pure `evaluate`, per asset), with every step recorded in the store and its
 //! audit trail.
 //!
+//! Then **execute**, **verify** and **roll back** behind the same store records (snapshot
+//! first, then change): Docker in `apply`/`run`, Kubernetes and Helm in `kube_apply` (with
+//! `kube_session` for settings, `kube` for discovery and `kube_check` for detection).
+//!
 //! This crate orchestrates; it holds no policy of its own. What may happen is decided by
-//! `safe_updater_core::decide`; what registries and engines say comes from the adapter crates.
-//! Executing updates and verifying them come later and will live here too, behind the same
-//! store records (snapshot first, then change).
+//! `safe_updater_core::decide`; what registries, engines and clusters say comes from the
+//! adapter crates.
 
 mod apply;
 mod check;
