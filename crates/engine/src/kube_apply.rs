@@ -970,3 +970,136 @@ pub async fn run_kube_once(
         applied,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn deployment() -> Asset {
+        let now = Timestamp::now();
+        Asset {
+            id: "k8s/ctx/apps/Deployment/web/web".into(),
+            kind: AssetKind::Deployment,
+            location: "ctx".into(),
+            namespace: Some("apps".into()),
+            name: "web".into(),
+            container: Some("web".into()),
+            image: "127.0.0.1:5001/demo/web:1.0.0".into(),
+            digest: None,
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            first_seen: now,
+            last_seen: now,
+            extra: serde_json::Value::Null,
+        }
+    }
+
+    fn rules(checks: &str) -> Config {
+        safe_updater_core::config::load("t.yaml", &format!("health:\n  checks:\n{checks}"), &[])
+            .expect("config")
+    }
+
+    #[test]
+    fn kubernetes_checks_need_a_literal_address_and_exec_is_not_run() {
+        let asset = deployment();
+        let cfg = rules(
+            "    - match: {kind: Deployment}\n      http: {url: 'http://{container_ip}:8080/health'}\n",
+        );
+        let e = kube_probes(&asset, &cfg.health_checks).expect_err("placeholder");
+        assert!(e.contains("literal URL"), "{e}");
+        let cfg = rules("    - match: {kind: Deployment}\n      tcp: {port: 5432}\n");
+        let e = kube_probes(&asset, &cfg.health_checks).expect_err("no host");
+        assert!(e.contains("give its host"), "{e}");
+        let cfg = rules(
+            "    - match: {name: web}\n      http: {url: 'https://web.apps.example/health'}\n    - exec: {command: [true]}\n    - match: {kind: container}\n      tcp: {port: 1}\n",
+        );
+        let probes = kube_probes(&asset, &cfg.health_checks).expect("literal URL");
+        assert_eq!(
+            probes.len(),
+            1,
+            "only the HTTP check: exec is skipped, the container rule does not match"
+        );
+        assert!(matches!(&probes[0], Check::Http(h) if h.url == "https://web.apps.example/health"));
+    }
+
+    #[tokio::test]
+    async fn probes_pass_while_they_answer_and_fail_after_the_threshold() {
+        let open = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let open_port = open.local_addr().expect("addr").port();
+        let closed_port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let health = HealthConfig {
+            window: Duration::from_millis(300),
+            interval: Duration::from_millis(50),
+            failure_threshold: 3,
+            ..HealthConfig::default()
+        };
+        let tcp = |port| {
+            Check::Tcp(health::TcpCheck {
+                host: "127.0.0.1".into(),
+                port,
+                timeout: Duration::from_secs(1),
+            })
+        };
+        let mut log = Vec::new();
+        run_probes(&[tcp(open_port)], &health, &mut log)
+            .await
+            .expect("an open port passes over the window");
+        assert!(log.is_empty(), "{log:?}");
+        let e = run_probes(&[tcp(open_port), tcp(closed_port)], &health, &mut log)
+            .await
+            .expect_err("a closed port fails");
+        assert!(e.contains(&closed_port.to_string()), "{e}");
+        assert_eq!(log.len(), 3, "failed rounds up to the threshold: {log:?}");
+    }
+
+    #[test]
+    fn what_changed_nothing_is_failed_and_the_rest_is_undone() {
+        assert!(changed_nothing(&KubeError::ReadOnly {
+            verb: "patch".into(),
+            resource: "Deployment".into(),
+            name: None
+        }));
+        assert!(changed_nothing(&KubeError::Helm {
+            step: "upgrade --dry-run".into(),
+            detail: "x".into()
+        }));
+        assert!(!changed_nothing(&KubeError::Helm {
+            step: "upgrade".into(),
+            detail: "x".into()
+        }));
+        assert!(!changed_nothing(&KubeError::Helm {
+            step: "rollback".into(),
+            detail: "x".into()
+        }));
+        assert!(!changed_nothing(&KubeError::Rollout {
+            object: "x".into(),
+            detail: "y".into()
+        }));
+    }
+
+    #[test]
+    fn snapshots_read_back_and_are_told_apart_from_dockers() {
+        let helm = KubeSnapshot::Helm {
+            context: "c".into(),
+            namespace: "n".into(),
+            release: "r".into(),
+            revision: 3,
+            chart_version: "0.1.0".into(),
+        };
+        let v = serde_json::to_value(&helm).expect("json");
+        assert_eq!(v["kube"], "helm");
+        assert!(matches!(
+            serde_json::from_value::<KubeSnapshot>(v).expect("reads"),
+            KubeSnapshot::Helm { revision: 3, .. }
+        ));
+        assert!(is_kube_asset_id("k8s/c/n/Deployment/web/web"));
+        assert!(!is_kube_asset_id("docker/local/web"));
+    }
+}
