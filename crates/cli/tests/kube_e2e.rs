@@ -804,6 +804,132 @@ fn helm_chart_upgrade_a_bad_upgrade_rolled_back_and_helm_rollback() {
             ("demo-web:0.1.2", "rolled_back")
         ]
     );
+
+    // The chart's Deployment is Helm-managed: its image changes through `helm upgrade` of the
+    // release (same chart version, the image value set), never by a patch of ours.
+    let workload = format!("k8s/{ctx}/{n}/Deployment/rel-demo-web/web");
+    scan_until(
+        env,
+        dir.path(),
+        &cfg,
+        &["--context", &ctx, "--namespace", &n, "--kind", "Deployment"],
+        |l| l.iter().any(|a| a["id"] == workload.as_str()),
+    );
+    let (code, out, err) = su(
+        env,
+        dir.path(),
+        &cfg,
+        &["update", &workload, "--to", "1.0.1"],
+    );
+    assert_eq!(code, 0, "{out} {err}");
+    assert_eq!(out[0]["status"], "succeeded", "{out}");
+    assert_eq!(image(), format!("{}:1.0.1", env.image_repo));
+    let values = run(
+        &env.helm,
+        &env.admin_kubeconfig,
+        &["get", "values", "rel", "--namespace", &n, "-o", "json"],
+        None,
+    );
+    assert!(
+        values.contains("1.0.1"),
+        "the release's values carry the tag: {values}"
+    );
+    let last: Value = serde_json::from_str(&run(
+        &env.helm,
+        &env.admin_kubeconfig,
+        &[
+            "history",
+            "rel",
+            "--namespace",
+            &n,
+            "--max",
+            "1",
+            "-o",
+            "json",
+        ],
+        None,
+    ))
+    .expect("helm history JSON");
+    assert_eq!(last[0]["chart"], "demo-web-0.1.0", "same chart version");
+    let managers = ns.get(
+        "deployment/rel-demo-web",
+        "{.metadata.managedFields[*].manager}",
+    );
+    assert!(
+        !managers.contains("safe-updater"),
+        "never patched by us: {managers}"
+    );
+}
+
+/// `run --once` with `kubernetes.enabled`: the Kubernetes cycle (recover, scan, check, apply by
+/// policy, verify) beside Docker's. The Docker engine here is one that does not exist, so only
+/// the cluster is touched (and the run reports the engine, exit 1).
+#[test]
+fn run_once_updates_kubernetes_by_policy() {
+    let Some(env) = env() else { return };
+    let dir = TempDir::new().expect("tempdir");
+    let writer = identity(env, dir.path(), "safe-updater-writer");
+    let ns = Namespace::new(env, "run");
+    ns.apply(&deployment("web", &format!("{}:1.0.0", env.image_repo), ""));
+    let cfg = format!(
+        "{}docker:\n  engines:\n    - name: none\n      host: unix:///nonexistent/docker.sock\n",
+        config(
+            env,
+            dir.path(),
+            &writer,
+            &format!(
+                "  enabled: true\n  namespaces: {{include: [{}]}}\n",
+                ns.name
+            ),
+        )
+    );
+    let image = || {
+        ns.get(
+            "deployment/web",
+            "{.spec.template.spec.containers[0].image}",
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // The first cycle may find the pods not yet Ready; policy still picks 1.0.2, which fails.
+    let (_, out, err) = loop {
+        let r = su(env, dir.path(), &cfg, &["run", "--once"]);
+        if r.1["kubernetes"]["applied"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+        {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing applied: {} {}",
+            r.1,
+            r.2
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(out["scan"]["engines"][0]["error"].is_string(), "{out}");
+    let applied = &out["kubernetes"]["applied"][0];
+    assert_eq!(
+        applied["to"],
+        format!("{}:1.0.2", env.image_repo),
+        "{out} {err}"
+    );
+    assert_eq!(applied["status"], "rolled_back", "{out}");
+    assert_eq!(image(), format!("{}:1.0.0", env.image_repo));
+
+    let (_, out, err) = su(env, dir.path(), &cfg, &["run", "--once"]);
+    let applied = &out["kubernetes"]["applied"][0];
+    assert_eq!(
+        applied["to"],
+        format!("{}:1.0.1", env.image_repo),
+        "{out} {err}"
+    );
+    assert_eq!(applied["status"], "succeeded", "{out}");
+    assert_eq!(image(), format!("{}:1.0.1", env.image_repo));
+    assert_eq!(
+        out["kubernetes"]["scan"]["contexts"][0]["error"],
+        Value::Null
+    );
 }
 
 #[test]
