@@ -932,6 +932,71 @@ fn run_once_updates_kubernetes_by_policy() {
     );
 }
 
+/// Configured health checks (`health.checks`) that match a workload run after its rollout: a
+/// TCP check against a port nobody listens on fails a good image (rolled back); the same check
+/// against a listening port lets it through.
+#[test]
+fn configured_checks_fail_and_pass_a_kubernetes_update() {
+    let Some(env) = env() else { return };
+    let dir = TempDir::new().expect("tempdir");
+    let writer = identity(env, dir.path(), "safe-updater-writer");
+    let ns = Namespace::new(env, "checks");
+    ns.apply(&deployment("web", &format!("{}:1.0.0", env.image_repo), ""));
+    let listening = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let open_port = listening.local_addr().expect("addr").port();
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let with_check = |port: u16| {
+        config(env, dir.path(), &writer, "  enabled: true\n").replace(
+            "health: {window: 4s, interval: 500ms, failure_threshold: 3}\n",
+            &format!("health:\n  window: 2s\n  interval: 300ms\n  failure_threshold: 3\n  checks:\n    - match: {{kind: Deployment, name: web}}\n      tcp: {{host: 127.0.0.1, port: {port}, timeout: 1s}}\n"),
+        )
+    };
+    let n = ns.name.clone();
+    let list = scan_until(
+        env,
+        dir.path(),
+        &with_check(closed_port),
+        &["--namespace", &n, "--kind", "Deployment"],
+        |l| !l.is_empty(),
+    );
+    let id = list[0]["id"].as_str().expect("id").to_owned();
+    let image = || {
+        ns.get(
+            "deployment/web",
+            "{.spec.template.spec.containers[0].image}",
+        )
+    };
+
+    let (code, out, err) = su(
+        env,
+        dir.path(),
+        &with_check(closed_port),
+        &["update", &id, "--to", "1.0.1"],
+    );
+    assert_eq!(code, 1, "{out} {err}");
+    assert_eq!(out[0]["status"], "rolled_back", "{out}");
+    let detail = out[0]["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("configured checks failed") && detail.contains(&closed_port.to_string()),
+        "{detail}"
+    );
+    assert_eq!(image(), format!("{}:1.0.0", env.image_repo));
+
+    let (code, out, err) = su(
+        env,
+        dir.path(),
+        &with_check(open_port),
+        &["update", &id, "--to", "1.0.1"],
+    );
+    assert_eq!(code, 0, "{out} {err}");
+    assert_eq!(out[0]["status"], "succeeded", "{out}");
+    assert_eq!(image(), format!("{}:1.0.1", env.image_repo));
+    drop(listening);
+}
+
 #[test]
 fn read_only_mode_refuses_update_with_a_clear_error() {
     let Some(env) = env() else { return };
