@@ -147,7 +147,7 @@ pub fn checks_for(asset: &Asset, rules: &[CheckRule]) -> Result<Vec<Check>, Stri
     Ok(checks)
 }
 
-pub(crate) fn read_secret(secret: &SecretRef) -> Result<String, String> {
+fn read_secret(secret: &SecretRef) -> Result<String, String> {
     match secret {
         SecretRef::Literal(s) => Ok(s.clone()),
         SecretRef::Env(var) => std::env::var(var).map_err(|_| {
