@@ -73,10 +73,12 @@ pub enum LogFormat {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Discover containers on the configured Docker engines and store them.
+    /// Discover containers on the configured Docker engines (and, when enabled or asked for
+    /// with --context/--kind, Kubernetes workloads and Helm releases) and store them.
     Scan(pipeline::ScanArgs),
-    /// Ask registries what newer versions exist for every tracked asset, and decide by policy.
-    Check,
+    /// Ask registries (and chart repositories) what newer versions exist for every tracked
+    /// asset, and decide by policy.
+    Check(pipeline::CheckArgs),
     /// Update one asset (or every asset policy allows) and verify it; roll back on failure.
     Update(pipeline::UpdateArgs),
     /// Put an asset back on the version before its last update (or on --to).
@@ -159,7 +161,7 @@ fn main() -> ExitCode {
     let format = cli.global.output;
     let result = match cli.command {
         Command::Scan(a) => pipeline::run_scan(&cli.global, &a),
-        Command::Check => pipeline::run_check(&cli.global),
+        Command::Check(a) => pipeline::run_check(&cli.global, &a),
         Command::Update(a) => pipeline::run_update(&cli.global, &a),
         Command::Rollback(a) => pipeline::run_rollback(&cli.global, &a),
         Command::Run(a) => pipeline::run_cycle(&cli.global, &a),

@@ -1,11 +1,15 @@
-//! Commands that run the pipeline against real engines and registries: `scan` and `check`.
+//! Commands that run the pipeline against real engines, clusters and registries: `scan`,
+//! `check`, `update`, `rollback` and `run`. Docker and Kubernetes go through the same commands;
+//! `--kind`, `--namespace` and `--context` narrow both and override the configuration.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
 use jiff::Timestamp;
-use safe_updater_engine::{check, engine_specs, registry_client_config, scan};
+use safe_updater_core::asset::{Asset, AssetKind};
+use safe_updater_engine::kube_apply::is_kube_asset_id;
+use safe_updater_engine::{KubeOverrides, KubeSession, engine_specs, registry_client_config, scan};
 use safe_updater_registry::{Cycle, RegistryClient};
 use safe_updater_store::Store;
 
@@ -73,6 +77,145 @@ impl Session {
             .map_err(|e| Reported(e.to_string()))?;
         RegistryClient::new(client_cfg).context("cannot set up the registry client")
     }
+
+    /// The Kubernetes session, when the configuration enables it or the flags ask for it
+    /// (`force_contexts`: contexts an explicitly named asset lives in).
+    fn kube(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        args: &KubeArgs,
+        force_contexts: &[String],
+    ) -> anyhow::Result<Option<KubeSession>> {
+        let mut over = args.overrides();
+        if !force_contexts.is_empty() {
+            if over.contexts.is_empty() && !self.cfg.kubernetes.contexts.is_empty() {
+                over.contexts = self.cfg.kubernetes.contexts.clone();
+            }
+            for c in force_contexts {
+                if !over.contexts.contains(c) {
+                    over.contexts.push(c.clone());
+                }
+            }
+        } else if !KubeSession::wanted(&self.cfg, &over) {
+            return Ok(None);
+        }
+        let registry = registry_client_config(&self.cfg.registries, &self.env)
+            .map_err(|e| Reported(e.to_string()))?;
+        let session = rt
+            .block_on(KubeSession::connect(&self.cfg, &over, registry, &self.env))
+            .map_err(|e| Reported(e.to_string()))?;
+        Ok(Some(session))
+    }
+}
+
+fn parse_kind(s: &str) -> Result<AssetKind, String> {
+    AssetKind::parse(s).ok_or_else(|| {
+        format!(
+            "'{s}' is not a kind; use one of {}",
+            AssetKind::ALL.map(AssetKind::as_str).join(", ")
+        )
+    })
+}
+
+/// `--kind`, `--namespace`, `--context`: narrow a command to some assets, Docker or Kubernetes.
+#[derive(Debug, Clone, Default, Args)]
+pub struct KubeArgs {
+    /// Only these kinds: container, Deployment, StatefulSet, DaemonSet, Job, CronJob,
+    /// HelmRelease (repeat, or separate with commas). A Kubernetes kind turns Kubernetes on for
+    /// this run; without `container`, Docker is left out.
+    #[arg(long = "kind", value_name = "KIND", value_delimiter = ',', value_parser = parse_kind)]
+    pub kinds: Vec<AssetKind>,
+    /// Only these namespaces (Kubernetes) or compose projects (Docker); globs like `team-*`
+    /// work. Overrides kubernetes.namespaces.include.
+    #[arg(long = "namespace", value_name = "NS", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Kubernetes contexts of the kubeconfig to work on (repeat for several); overrides
+    /// kubernetes.contexts and turns Kubernetes on for this run. Docker is left out unless
+    /// `--kind container` is given too.
+    #[arg(long = "context", value_name = "NAME")]
+    pub contexts: Vec<String>,
+}
+
+impl KubeArgs {
+    fn overrides(&self) -> KubeOverrides {
+        KubeOverrides {
+            contexts: self.contexts.clone(),
+            namespaces: self.namespaces.clone(),
+            kinds: self.kinds.clone(),
+        }
+    }
+
+    /// Whether Docker engines are part of this run.
+    fn docker(&self) -> bool {
+        if self.kinds.is_empty() {
+            self.contexts.is_empty()
+        } else {
+            self.kinds.contains(&AssetKind::Container)
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.kinds.is_empty() && self.namespaces.is_empty() && self.contexts.is_empty()
+    }
+
+    /// Whether the asset of a history record is selected: by the stored asset, or (when it is
+    /// gone) by what its id says (`k8s/<context>/<namespace>/<Kind>/<name>…`, `docker/…`).
+    pub fn selects_id(&self, id: &str, stored: Option<&Asset>) -> bool {
+        if let Some(a) = stored {
+            return self.selects(a);
+        }
+        let parts: Vec<&str> = id.split('/').collect();
+        let (kind, location, namespace) = match parts.as_slice() {
+            ["k8s", ctx, ns, kind, ..] => (AssetKind::parse(kind), *ctx, Some(*ns)),
+            ["docker", engine, ..] => (Some(AssetKind::Container), *engine, None),
+            _ => (None, "", None),
+        };
+        let Some(kind) = kind else { return false };
+        let probe = Asset {
+            id: id.to_owned(),
+            kind,
+            location: location.to_owned(),
+            namespace: namespace.map(str::to_owned),
+            name: String::new(),
+            container: None,
+            image: String::new(),
+            digest: None,
+            labels: Default::default(),
+            annotations: Default::default(),
+            first_seen: Timestamp::UNIX_EPOCH,
+            last_seen: Timestamp::UNIX_EPOCH,
+            extra: serde_json::Value::Null,
+        };
+        self.selects(&probe)
+    }
+
+    /// Whether an asset is among those the flags select.
+    fn selects(&self, a: &Asset) -> bool {
+        use safe_updater_registry::address::glob_match;
+        (self.kinds.is_empty() || self.kinds.contains(&a.kind))
+            && (self.namespaces.is_empty()
+                || self
+                    .namespaces
+                    .iter()
+                    .any(|n| glob_match(n, a.namespace.as_deref().unwrap_or(""))))
+            && (self.contexts.is_empty()
+                || a.kind == AssetKind::Container
+                || self.contexts.contains(&a.location))
+            && (a.kind != AssetKind::Container || self.docker())
+    }
+}
+
+/// The contexts of the Kubernetes assets among `ids` (as stored).
+fn contexts_of(store: &Store, ids: &[&str]) -> anyhow::Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for id in ids.iter().filter(|i| is_kube_asset_id(i)) {
+        if let Some(a) = store.get_asset(id)?
+            && !out.contains(&a.location)
+        {
+            out.push(a.location);
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Args)]
@@ -80,65 +223,188 @@ pub struct ScanArgs {
     /// Also track stopped containers (default: the config's docker.include_stopped).
     #[arg(long)]
     pub include_stopped: bool,
+    #[command(flatten)]
+    pub filter: KubeArgs,
+}
+
+/// `scan --output json`: Docker's report as before, with `kubernetes` beside it when
+/// Kubernetes was scanned.
+#[derive(serde::Serialize)]
+struct ScanOutput {
+    #[serde(flatten)]
+    docker: safe_updater_engine::ScanReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kubernetes: Option<safe_updater_engine::kube::KubeScanReport>,
 }
 
 pub fn run_scan(global: &GlobalArgs, args: &ScanArgs) -> anyhow::Result<ExitCode> {
+    let session = Session::open(global, false)?;
+    let rt = runtime()?;
+    let kube = session.kube(&rt, &args.filter, &[])?;
     let Session {
         cfg,
         specs: engines,
         path,
         mut store,
         ..
-    } = Session::open(global, false)?;
-    if global.output == OutputFormat::Table {
-        eprintln!("scanning {} engine(s)...", engines.len());
+    } = session;
+    let docker = args.filter.docker();
+    let table = global.output == OutputFormat::Table;
+    if table {
+        match (&kube, docker) {
+            (Some(k), true) => eprintln!(
+                "scanning {} engine(s) and Kubernetes context(s) {}...",
+                engines.len(),
+                k.contexts().join(", ")
+            ),
+            (Some(k), false) => eprintln!(
+                "scanning Kubernetes context(s) {}...",
+                k.contexts().join(", ")
+            ),
+            (None, _) => eprintln!("scanning {} engine(s)...", engines.len()),
+        }
     }
     let now = Timestamp::now();
     let include_stopped = args.include_stopped || cfg.docker.include_stopped;
-    let report = runtime()?.block_on(scan(&mut store, &engines, include_stopped, now, &actor()))?;
+    let report = if docker {
+        rt.block_on(scan(&mut store, &engines, include_stopped, now, &actor()))?
+    } else {
+        safe_updater_engine::ScanReport {
+            engines: Vec::new(),
+            assets: 0,
+            removed: Vec::new(),
+        }
+    };
+    let kube_report = match &kube {
+        Some(k) => Some(rt.block_on(safe_updater_engine::kube::scan_session(
+            &mut store,
+            k,
+            now,
+            &actor(),
+        ))?),
+        None => None,
+    };
+    let failed_contexts = kube_report.as_ref().map_or(0, |r| {
+        r.contexts.iter().filter(|c| c.error.is_some()).count()
+    });
+    let failed = report.failed_engines() + failed_contexts;
     match global.output {
-        OutputFormat::Json => output::json(&report)?,
+        OutputFormat::Json => output::json(&ScanOutput {
+            docker: report,
+            kubernetes: kube_report,
+        })?,
         OutputFormat::Table => {
-            let rows = report
-                .engines
-                .iter()
-                .map(|e| {
-                    vec![
-                        e.engine.clone(),
-                        e.host.clone(),
-                        e.containers.map_or_else(|| "-".into(), |n| n.to_string()),
-                        e.error.clone().unwrap_or_else(|| "ok".into()),
-                    ]
-                })
-                .collect();
-            println!(
-                "{}",
-                output::table(&["ENGINE", "HOST", "CONTAINERS", "STATUS"], rows)
-            );
-            println!("stored {} asset(s) in {}", report.assets, path.display());
+            if docker {
+                let rows = report
+                    .engines
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            e.engine.clone(),
+                            e.host.clone(),
+                            e.containers.map_or_else(|| "-".into(), |n| n.to_string()),
+                            e.error.clone().unwrap_or_else(|| "ok".into()),
+                        ]
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    output::table(&["ENGINE", "HOST", "CONTAINERS", "STATUS"], rows)
+                );
+            }
+            let mut stored = report.assets;
+            if let Some(k) = &kube_report {
+                let rows = k
+                    .contexts
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            c.context.clone(),
+                            c.assets.map_or_else(|| "-".into(), |n| n.to_string()),
+                            c.releases.to_string(),
+                            c.error.clone().unwrap_or_else(|| "ok".into()),
+                        ]
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    output::table(&["CONTEXT", "ASSETS", "RELEASES", "STATUS"], rows)
+                );
+                for c in &k.contexts {
+                    for w in &c.warnings {
+                        eprintln!("warning: {}: {w}", c.context);
+                    }
+                }
+                stored += k.assets;
+            }
+            println!("stored {stored} asset(s) in {}", path.display());
         }
     }
-    // Some engines answered and were stored; the run as a whole is still not a success.
-    Ok(if report.failed_engines() > 0 {
+    // Some engines or contexts answered and were stored; the run as a whole is still not a
+    // success.
+    Ok(if failed > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })
 }
 
-pub fn run_check(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub filter: KubeArgs,
+}
+
+/// Docker's check and (when in this run) Kubernetes', as one report.
+#[allow(clippy::too_many_arguments)]
+fn check_all(
+    rt: &tokio::runtime::Runtime,
+    cfg: &safe_updater_core::config::Config,
+    store: &mut Store,
+    client: &RegistryClient,
+    kube: Option<&KubeSession>,
+    filter: &KubeArgs,
+    now: Timestamp,
+    cid: &str,
+) -> anyhow::Result<safe_updater_engine::CheckReport> {
+    let who = actor();
+    let wanted = |a: &Asset| filter.selects(a);
+    let docker = rt.block_on(async {
+        let cycle = Cycle::new(client.clone());
+        safe_updater_engine::check_some(cfg, store, &cycle, now, &who, cid, &wanted).await
+    })?;
+    Ok(match kube {
+        Some(k) => {
+            let kr = rt.block_on(safe_updater_engine::check_kube(
+                cfg, store, k, now, &who, cid, &wanted,
+            ))?;
+            safe_updater_engine::kube_check::merge_reports(docker, kr)
+        }
+        None => docker,
+    })
+}
+
+pub fn run_check(global: &GlobalArgs, args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let session = Session::open(global, true)?;
     let client = session.registry_client()?;
+    let rt = runtime()?;
+    let kube = session.kube(&rt, &args.filter, &[])?;
     let Session { cfg, mut store, .. } = session;
     let now = Timestamp::now();
     let cid = correlation_id(now);
     if global.output == OutputFormat::Table {
         eprintln!("checking tracked assets against their registries...");
     }
-    let report = runtime()?.block_on(async {
-        let cycle = Cycle::new(client);
-        check(&cfg, &mut store, &cycle, now, &actor(), &cid).await
-    })?;
+    let report = check_all(
+        &rt,
+        &cfg,
+        &mut store,
+        &client,
+        kube.as_ref(),
+        &args.filter,
+        now,
+        &cid,
+    )?;
     match global.output {
         OutputFormat::Json => output::json(&report)?,
         OutputFormat::Table => {
@@ -236,6 +502,37 @@ async fn pull_auth_map(
     Ok(safe_updater_engine::pull_auths(client, &assets).await)
 }
 
+/// `run --output json`: Docker's report as before, with `kubernetes` beside it when enabled.
+#[derive(serde::Serialize)]
+struct RunOutput<'a> {
+    #[serde(flatten)]
+    docker: &'a safe_updater_engine::RunReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kubernetes: Option<&'a safe_updater_engine::KubeRunReport>,
+}
+
+/// `run` follows the configuration only: Kubernetes when `kubernetes.enabled`.
+fn session_kube_for_run(
+    rt: &tokio::runtime::Runtime,
+    cfg: &safe_updater_core::config::Config,
+    env: &[(String, String)],
+) -> anyhow::Result<Option<KubeSession>> {
+    if !cfg.kubernetes.enabled {
+        return Ok(None);
+    }
+    let registry =
+        registry_client_config(&cfg.registries, env).map_err(|e| Reported(e.to_string()))?;
+    Ok(Some(
+        rt.block_on(KubeSession::connect(
+            cfg,
+            &KubeOverrides::default(),
+            registry,
+            env,
+        ))
+        .map_err(|e| Reported(e.to_string()))?,
+    ))
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Run one cycle and exit (`safe-updater watch` runs cycles on a schedule).
@@ -250,6 +547,7 @@ pub fn run_cycle(global: &GlobalArgs, _args: &RunArgs) -> anyhow::Result<ExitCod
         cfg,
         specs,
         mut store,
+        env,
         ..
     } = session;
     let now = Timestamp::now();
@@ -261,16 +559,38 @@ pub fn run_cycle(global: &GlobalArgs, _args: &RunArgs) -> anyhow::Result<ExitCod
             humantime::format_duration(cfg.health.window)
         );
     }
-    let report = runtime()?.block_on(async {
+    let rt = runtime()?;
+    let kube = session_kube_for_run(&rt, &cfg, &env)?;
+    let report = rt.block_on(async {
         let auth = pull_auth_map(&client, &store).await?;
         let cycle = Cycle::new(client.clone());
         safe_updater_engine::run_once(&cfg, &mut store, &cycle, &specs, &auth, now, &actor(), &cid)
             .await
             .map_err(anyhow::Error::from)
     })?;
+    let kube_report = match &kube {
+        Some(k) => Some(rt.block_on(safe_updater_engine::run_kube_once(
+            &cfg,
+            &mut store,
+            k,
+            now,
+            &actor(),
+            &cid,
+        ))?),
+        None => None,
+    };
     match global.output {
-        OutputFormat::Json => output::json(&report)?,
+        OutputFormat::Json => output::json(&RunOutput {
+            docker: &report,
+            kubernetes: kube_report.as_ref(),
+        })?,
         OutputFormat::Table => {
+            let mut report = report.clone();
+            if let Some(k) = &kube_report {
+                report.recovered.extend(k.recovered.iter().cloned());
+                report.check.checks.extend(k.check.checks.iter().cloned());
+                report.applied.extend(k.applied.iter().cloned());
+            }
             for r in &report.recovered {
                 println!(
                     "recovered update #{} of {}: {}",
@@ -337,7 +657,12 @@ pub fn run_cycle(global: &GlobalArgs, _args: &RunArgs) -> anyhow::Result<ExitCod
     }
     let bad = report.applied.iter().any(|a| a.status != "succeeded")
         || report.scan.failed_engines() > 0
-        || report.check.errors() > 0;
+        || report.check.errors() > 0
+        || kube_report.as_ref().is_some_and(|k| {
+            k.applied.iter().any(|a| a.status != "succeeded")
+                || k.check.errors() > 0
+                || k.scan.contexts.iter().any(|c| c.error.is_some())
+        });
     Ok(if bad {
         ExitCode::from(1)
     } else {
@@ -355,11 +680,18 @@ pub struct UpdateArgs {
     /// Show what would be done, change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub filter: KubeArgs,
 }
 
 pub fn run_update(global: &GlobalArgs, args: &UpdateArgs) -> anyhow::Result<ExitCode> {
     let session = Session::open(global, true)?;
     let client = session.registry_client()?;
+    let rt = runtime()?;
+    // A Kubernetes asset named on the command line brings its own context.
+    let named: Vec<&str> = args.asset.iter().map(String::as_str).collect();
+    let force = contexts_of(&session.store, &named)?;
+    let kube = session.kube(&rt, &args.filter, &force)?;
     let Session {
         cfg,
         specs,
@@ -369,22 +701,33 @@ pub fn run_update(global: &GlobalArgs, args: &UpdateArgs) -> anyhow::Result<Exit
     let now = Timestamp::now();
     let cid = correlation_id(now);
     let who = actor();
-    let rt = runtime()?;
     // The plan: an explicit --to, or what policy allows now.
     let mut plan: Vec<(String, String)> = Vec::new();
     if let (Some(asset), Some(to)) = (&args.asset, &args.to) {
         plan.push((asset.clone(), to.clone()));
     } else {
-        let report = rt.block_on(async {
-            let cycle = Cycle::new(client.clone());
-            check(&cfg, &mut store, &cycle, now, &who, &cid).await
-        })?;
+        let report = check_all(
+            &rt,
+            &cfg,
+            &mut store,
+            &client,
+            kube.as_ref(),
+            &args.filter,
+            now,
+            &cid,
+        )?;
         for c in &report.checks {
             if args.asset.as_ref().is_some_and(|a| a != &c.asset_id) {
                 continue;
             }
+            // A Job's pod template is immutable: it is reported, never updated.
+            let job = args.asset.is_none()
+                && store
+                    .get_asset(&c.asset_id)?
+                    .is_some_and(|a| a.kind == AssetKind::Job);
             if let Some(e) = &c.evaluation
                 && let Some(t) = &e.act_on
+                && !job
                 && e.candidates
                     .iter()
                     .any(|x| &x.tag == t && x.decision.as_str() == "approve")
@@ -417,6 +760,20 @@ pub fn run_update(global: &GlobalArgs, args: &UpdateArgs) -> anyhow::Result<Exit
         }
         return Ok(ExitCode::SUCCESS);
     }
+    // Updates a crash interrupted are put back first, as Docker's are before each update.
+    if let Some(k) = &kube
+        && plan.iter().any(|(a, _)| is_kube_asset_id(a))
+    {
+        for r in rt.block_on(safe_updater_engine::recover_kube(&cfg, &mut store, k, &who))? {
+            if global.output == OutputFormat::Table {
+                eprintln!(
+                    "recovered update #{} of {}: {}",
+                    r.update_id, r.asset_id, r.detail
+                );
+            }
+            tracing::info!(update = r.update_id, asset = %r.asset_id, restored = r.restored, detail = %r.detail, "interrupted update");
+        }
+    }
     let mut outcomes = Vec::new();
     for (asset, to) in &plan {
         if args.to.is_some() {
@@ -435,12 +792,29 @@ pub fn run_update(global: &GlobalArgs, args: &UpdateArgs) -> anyhow::Result<Exit
                 humantime::format_duration(cfg.health.window)
             );
         }
-        let outcome = rt.block_on(async {
-            let auth = pull_auth_map(&client, &store).await?;
-            safe_updater_engine::apply_one(&cfg, &mut store, &specs, asset, to, &auth, &who, &cid)
+        let outcome = match (&kube, is_kube_asset_id(asset)) {
+            (Some(k), true) => rt.block_on(async {
+                match store.get_asset(asset)? {
+                    Some(a) => {
+                        safe_updater_engine::apply_kube(&cfg, &mut store, k, &a, to, &who, &cid)
+                            .await
+                            .map_err(anyhow::Error::from)
+                    }
+                    None => Err(Reported(format!(
+                        "no tracked asset {asset}; see `safe-updater list-assets`"
+                    ))
+                    .into()),
+                }
+            })?,
+            _ => rt.block_on(async {
+                let auth = pull_auth_map(&client, &store).await?;
+                safe_updater_engine::apply_one(
+                    &cfg, &mut store, &specs, asset, to, &auth, &who, &cid,
+                )
                 .await
                 .map_err(anyhow::Error::from)
-        })?;
+            })?,
+        };
         outcomes.push(outcome);
     }
     print_outcomes(global, &outcomes)?;
@@ -491,6 +865,9 @@ pub struct RollbackArgs {
 
 pub fn run_rollback(global: &GlobalArgs, args: &RollbackArgs) -> anyhow::Result<ExitCode> {
     let session = Session::open(global, true)?;
+    if is_kube_asset_id(&args.asset) {
+        return rollback_kube(global, args, session);
+    }
     let client = session.registry_client()?;
     let Session {
         cfg,
@@ -528,6 +905,63 @@ pub fn run_rollback(global: &GlobalArgs, args: &RollbackArgs) -> anyhow::Result<
         .await
         .map_err(anyhow::Error::from)
     })?;
+    let ok = outcome.status == "succeeded";
+    print_outcomes(global, std::slice::from_ref(&outcome))?;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `rollback` of a Kubernetes asset: the previous image, or `helm rollback` for a release.
+fn rollback_kube(
+    global: &GlobalArgs,
+    args: &RollbackArgs,
+    session: Session,
+) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    let force = contexts_of(&session.store, &[args.asset.as_str()])?;
+    if force.is_empty() {
+        return Err(Reported(format!(
+            "no tracked asset {}; see `safe-updater list-assets`",
+            args.asset
+        ))
+        .into());
+    }
+    let kube = session
+        .kube(&rt, &KubeArgs::default(), &force)?
+        .ok_or_else(|| Reported("Kubernetes is not configured".into()))?;
+    let Session { cfg, mut store, .. } = session;
+    let now = Timestamp::now();
+    let cid = correlation_id(now);
+    if global.output == OutputFormat::Table {
+        eprintln!(
+            "rolling {} back{}...",
+            args.asset,
+            args.to
+                .as_deref()
+                .map(|t| format!(" to {t}"))
+                .unwrap_or_default()
+        );
+    }
+    for r in rt.block_on(safe_updater_engine::recover_kube(
+        &cfg,
+        &mut store,
+        &kube,
+        &actor(),
+    ))? {
+        tracing::info!(update = r.update_id, asset = %r.asset_id, restored = r.restored, detail = %r.detail, "interrupted update");
+    }
+    let outcome = rt.block_on(safe_updater_engine::rollback_kube(
+        &cfg,
+        &mut store,
+        &kube,
+        &args.asset,
+        args.to.as_deref(),
+        &actor(),
+        &cid,
+    ))?;
     let ok = outcome.status == "succeeded";
     print_outcomes(global, std::slice::from_ref(&outcome))?;
     Ok(if ok {

@@ -136,13 +136,39 @@ pub struct HistoryArgs {
     /// At most this many updates.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
+    #[command(flatten)]
+    pub filter: crate::pipeline::KubeArgs,
 }
 
 pub fn history(global: &GlobalArgs, args: &HistoryArgs) -> anyhow::Result<ExitCode> {
     let (store, _) = open_existing(global)?;
-    let records = store
-        .history(args.asset.as_deref(), args.limit)
-        .context("cannot read the update history")?;
+    let records = if args.filter.is_empty() {
+        store
+            .history(args.asset.as_deref(), args.limit)
+            .context("cannot read the update history")?
+    } else {
+        let mut assets = std::collections::HashMap::new();
+        let mut out = Vec::new();
+        for u in store
+            .history(args.asset.as_deref(), usize::MAX >> 1)
+            .context("cannot read the update history")?
+        {
+            if !assets.contains_key(&u.asset_id) {
+                let a = store.get_asset(&u.asset_id)?;
+                assets.insert(u.asset_id.clone(), a);
+            }
+            if args
+                .filter
+                .selects_id(&u.asset_id, assets[&u.asset_id].as_ref())
+            {
+                out.push(u);
+                if out.len() >= args.limit {
+                    break;
+                }
+            }
+        }
+        out
+    };
     match global.output {
         OutputFormat::Json => output::json(&records)?,
         OutputFormat::Table => {

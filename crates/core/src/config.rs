@@ -43,6 +43,7 @@ pub struct Config {
     pub policy: Policy,
     pub state_path: Option<String>,
     pub docker: DockerConfig,
+    pub kubernetes: KubernetesConfig,
     pub registries: RegistriesConfig,
     pub health: HealthConfig,
     /// Configured health checks (`health.checks`), each for the resources it matches.
@@ -193,6 +194,96 @@ pub struct TlsFiles {
     pub key: String,
 }
 
+/// Kubernetes clusters and Helm releases. Off by default, so a Docker-only configuration sees
+/// no change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesConfig {
+    pub enabled: bool,
+    /// A kubeconfig file; unset: `KUBECONFIG`, else `~/.kube/config`, as kubectl reads them.
+    pub kubeconfig: Option<String>,
+    /// Contexts of the kubeconfig to work on; empty: its current context.
+    pub contexts: Vec<String>,
+    /// Use the pod's own service account (when safe-updater runs inside the cluster).
+    pub in_cluster: bool,
+    /// Namespace names or globs looked at; empty: every namespace.
+    pub include_namespaces: Vec<String>,
+    /// Namespace names or globs never looked at (wins over the include list).
+    pub exclude_namespaces: Vec<String>,
+    /// Never write to the cluster: discover and check only.
+    pub read_only: bool,
+    /// Kinds discovered; empty: all of them.
+    pub kinds: Vec<AssetKind>,
+    /// Also report CRDs and their versions (needs cluster-wide `list` on CRDs).
+    pub crds: bool,
+    /// How long a rollout may take before the update counts as failed.
+    pub rollout_timeout: std::time::Duration,
+    pub helm: HelmConfig,
+    /// Where the charts of releases come from (Helm does not record it in the release).
+    pub charts: Vec<ChartRepoConfig>,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        KubernetesConfig {
+            enabled: false,
+            kubeconfig: None,
+            contexts: Vec::new(),
+            in_cluster: false,
+            include_namespaces: Vec::new(),
+            exclude_namespaces: Vec::new(),
+            read_only: false,
+            kinds: Vec::new(),
+            crds: false,
+            rollout_timeout: std::time::Duration::from_secs(300),
+            helm: HelmConfig::default(),
+            charts: Vec::new(),
+        }
+    }
+}
+
+/// The `helm` CLI safe-updater runs for Helm-managed workloads and releases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelmConfig {
+    /// A path, or a name looked up on `PATH`.
+    pub binary: String,
+    /// `--timeout` of each helm operation.
+    pub timeout: std::time::Duration,
+}
+
+impl Default for HelmConfig {
+    fn default() -> Self {
+        HelmConfig {
+            binary: "helm".into(),
+            timeout: std::time::Duration::from_secs(300),
+        }
+    }
+}
+
+/// One chart repository, for the releases it matches (the first entry that matches wins).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChartRepoConfig {
+    /// Glob on the chart name; unset: any chart.
+    pub chart: Option<String>,
+    /// Glob on the release, `name` or `namespace/name`; unset: any release.
+    pub release: Option<String>,
+    /// `https://…` (a classic repository with `index.yaml`) or `oci://host/path`.
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<SecretRef>,
+}
+
+impl ChartRepoConfig {
+    /// Whether this entry is the source of `chart` as used by release `namespace/release`.
+    pub fn matches(&self, chart: &str, namespace: &str, release: &str) -> bool {
+        let glob = |g: &str, v: &str| glob_regex(g).is_ok_and(|r| r.is_match(v));
+        self.chart.as_deref().is_none_or(|g| glob(g, chart))
+            && self
+                .release
+                .as_deref()
+                .is_none_or(|g| glob(g, release) || glob(g, &format!("{namespace}/{release}")))
+    }
+}
+
 /// How registries are reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistriesConfig {
@@ -334,6 +425,7 @@ struct RawConfig {
     #[serde(default)]
     resources: Vec<RawResource>,
     docker: Option<RawDocker>,
+    kubernetes: Option<RawKubernetes>,
     registries: Option<RawRegistries>,
     health: Option<RawHealth>,
     daemon: Option<RawDaemon>,
@@ -492,6 +584,61 @@ struct RawDocker {
     #[serde(default)]
     engines: Vec<RawEngine>,
     include_stopped: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKubernetes {
+    enabled: Option<bool>,
+    kubeconfig: Option<String>,
+    #[serde(default)]
+    contexts: Vec<String>,
+    in_cluster: Option<bool>,
+    namespaces: Option<RawNamespaceFilter>,
+    read_only: Option<bool>,
+    #[serde(default)]
+    kinds: Vec<String>,
+    crds: Option<bool>,
+    rollout_timeout: Option<String>,
+    helm: Option<RawHelm>,
+    #[serde(default)]
+    charts: Vec<RawChartRepo>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNamespaceFilter {
+    #[serde(default)]
+    include: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHelm {
+    binary: Option<String>,
+    timeout: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChartRepo {
+    chart: Option<String>,
+    release: Option<String>,
+    url: String,
+    username: Option<String>,
+    password: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<String>,
+}
+
+impl fmt::Debug for RawChartRepo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawChartRepo")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -1144,6 +1291,7 @@ pub fn load(source: &str, text: &str, env: &[(String, String)]) -> Result<Config
         policy.resources.push((matcher, layer));
     }
     let docker = compile_docker(&loc, raw.docker.as_ref(), &mut problems);
+    let kubernetes = compile_kubernetes(&loc, raw.kubernetes.as_ref(), &mut problems);
     let registries = compile_registries(&loc, raw.registries.as_ref(), &mut problems);
     let health = compile_health(&loc, raw.health.as_ref(), &mut problems);
     let health_checks = compile_checks(&loc, raw.health.as_ref(), &mut problems);
@@ -1157,6 +1305,7 @@ pub fn load(source: &str, text: &str, env: &[(String, String)]) -> Result<Config
         source: source.to_owned(),
         policy,
         docker,
+        kubernetes,
         registries,
         health,
         health_checks,
@@ -1550,6 +1699,160 @@ fn compile_docker(
     }
 }
 
+fn compile_kubernetes(
+    loc: &Locator<'_>,
+    raw: Option<&RawKubernetes>,
+    problems: &mut Vec<Problem>,
+) -> KubernetesConfig {
+    let mut out = KubernetesConfig::default();
+    let Some(raw) = raw else { return out };
+    out.enabled = raw.enabled.unwrap_or(false);
+    out.kubeconfig = present(&raw.kubeconfig).map(str::to_owned);
+    out.in_cluster = raw.in_cluster.unwrap_or(false);
+    out.read_only = raw.read_only.unwrap_or(false);
+    out.crds = raw.crds.unwrap_or(false);
+    if out.in_cluster && out.kubeconfig.is_some() {
+        problems.push(loc.problem(
+            "kubernetes.in_cluster",
+            "in_cluster uses the pod's service account; remove kubeconfig or set in_cluster: false",
+        ));
+    }
+    for (i, c) in raw.contexts.iter().enumerate() {
+        let c = c.trim();
+        if c.is_empty() {
+            problems.push(loc.problem(
+                &format!("kubernetes.contexts[{i}]"),
+                "names a context of the kubeconfig; must not be empty",
+            ));
+        } else if out.contexts.iter().any(|x| x == c) {
+            problems.push(loc.problem(
+                &format!("kubernetes.contexts[{i}]"),
+                format!("context '{c}' is listed twice"),
+            ));
+        } else {
+            out.contexts.push(c.to_owned());
+        }
+    }
+    if out.in_cluster && out.contexts.len() > 1 {
+        problems.push(loc.problem(
+            "kubernetes.contexts",
+            "in_cluster reaches one cluster; list at most one context (its name in asset ids)",
+        ));
+    }
+    if let Some(ns) = &raw.namespaces {
+        for (field, list, slot) in [
+            ("include", &ns.include, &mut out.include_namespaces),
+            ("exclude", &ns.exclude, &mut out.exclude_namespaces),
+        ] {
+            for (i, g) in list.iter().enumerate() {
+                let g = g.trim();
+                if g.is_empty() {
+                    problems.push(loc.problem(
+                        &format!("kubernetes.namespaces.{field}[{i}]"),
+                        "must not be empty",
+                    ));
+                } else if let Err(e) = glob_regex(g) {
+                    problems.push(loc.problem(
+                        &format!("kubernetes.namespaces.{field}[{i}]"),
+                        format!("invalid pattern: {e}"),
+                    ));
+                } else {
+                    slot.push(g.to_owned());
+                }
+            }
+        }
+    }
+    for (i, k) in raw.kinds.iter().enumerate() {
+        match AssetKind::parse(k.trim()) {
+            Some(AssetKind::Container) | None => problems.push(loc.problem(
+                &format!("kubernetes.kinds[{i}]"),
+                format!(
+                    "'{k}' is not a Kubernetes kind; use one of {}",
+                    AssetKind::ALL[1..].iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            )),
+            Some(kind) if !out.kinds.contains(&kind) => out.kinds.push(kind),
+            Some(_) => {}
+        }
+    }
+    positive_duration(
+        loc,
+        "kubernetes.rollout_timeout",
+        &raw.rollout_timeout,
+        &mut out.rollout_timeout,
+        problems,
+    );
+    if let Some(h) = &raw.helm {
+        if let Some(b) = &h.binary {
+            if b.trim().is_empty() {
+                problems.push(loc.problem(
+                    "kubernetes.helm.binary",
+                    "a path or a name on PATH, e.g. helm or /usr/local/bin/helm",
+                ));
+            } else {
+                out.helm.binary = b.trim().to_owned();
+            }
+        }
+        positive_duration(
+            loc,
+            "kubernetes.helm.timeout",
+            &h.timeout,
+            &mut out.helm.timeout,
+            problems,
+        );
+    }
+    for (i, c) in raw.charts.iter().enumerate() {
+        let base = format!("kubernetes.charts[{i}]");
+        let url = c.url.trim().trim_end_matches('/').to_owned();
+        if !["https://", "http://", "oci://"]
+            .iter()
+            .any(|p| url.starts_with(p) && url.len() > p.len())
+        {
+            problems.push(loc.problem(
+                &format!("{base}.url"),
+                format!("'{}' is not a chart repository; write https://charts.example.com (index.yaml) or oci://registry.example.com/charts", c.url.trim()),
+            ));
+        }
+        for (f, g) in [("chart", &c.chart), ("release", &c.release)] {
+            if let Some(g) = present(g)
+                && let Err(e) = glob_regex(g)
+            {
+                problems.push(loc.problem(&format!("{base}.{f}"), format!("invalid pattern: {e}")));
+            }
+        }
+        let username = present(&c.username).map(str::to_owned);
+        let any_secret = [&c.password, &c.password_env, &c.password_file]
+            .iter()
+            .any(|s| present(s).is_some());
+        let password = match (&username, any_secret) {
+            (None, false) => None,
+            (None, true) => {
+                problems
+                    .push(loc.problem(&format!("{base}.username"), "a password needs a username"));
+                None
+            }
+            (Some(_), _) => secret_of(
+                loc,
+                &base,
+                [
+                    (&c.password, "password"),
+                    (&c.password_env, "password_env"),
+                    (&c.password_file, "password_file"),
+                ],
+                problems,
+            ),
+        };
+        out.charts.push(ChartRepoConfig {
+            chart: present(&c.chart).map(str::to_owned),
+            release: present(&c.release).map(str::to_owned),
+            url,
+            username,
+            password,
+        });
+    }
+    out
+}
+
 fn compile_health(
     loc: &Locator<'_>,
     raw: Option<&RawHealth>,
@@ -1737,6 +2040,34 @@ const TLS: Shape = Shape::Map(&[("ca", &SCALAR), ("cert", &SCALAR), ("key", &SCA
 const ENGINE: Shape = Shape::Map(&[("name", &SCALAR), ("host", &SCALAR), ("tls", &TLS)]);
 const ENGINES: Shape = Shape::Seq(&ENGINE);
 const DOCKER: Shape = Shape::Map(&[("engines", &ENGINES), ("include_stopped", &SCALAR)]);
+const CHART_REPO: Shape = Shape::Map(&[
+    ("chart", &SCALAR),
+    ("release", &SCALAR),
+    ("url", &SCALAR),
+    ("username", &SCALAR),
+    ("password", &SCALAR),
+    ("password_env", &SCALAR),
+    ("password_file", &SCALAR),
+]);
+const KUBERNETES: Shape = Shape::Map(&[
+    ("enabled", &SCALAR),
+    ("kubeconfig", &SCALAR),
+    ("contexts", &SCALARS),
+    ("in_cluster", &SCALAR),
+    (
+        "namespaces",
+        &Shape::Map(&[("include", &SCALARS), ("exclude", &SCALARS)]),
+    ),
+    ("read_only", &SCALAR),
+    ("kinds", &SCALARS),
+    ("crds", &SCALAR),
+    ("rollout_timeout", &SCALAR),
+    (
+        "helm",
+        &Shape::Map(&[("binary", &SCALAR), ("timeout", &SCALAR)]),
+    ),
+    ("charts", &Shape::Seq(&CHART_REPO)),
+]);
 const CREDENTIAL: Shape = Shape::Map(&[
     ("registry", &SCALAR),
     ("username", &SCALAR),
@@ -1831,6 +2162,7 @@ const ROOT: Shape = Shape::Map(&[
     ("namespaces", &NAMESPACES),
     ("resources", &RESOURCES),
     ("docker", &DOCKER),
+    ("kubernetes", &KUBERNETES),
     ("registries", &REGISTRIES),
     ("health", &HEALTH),
     ("daemon", &DAEMON),
@@ -1964,6 +2296,7 @@ mod tests {
         assert!(eff.constraint.is_none());
         assert_eq!(cfg.state_path, None);
         assert_eq!(cfg.docker, DockerConfig::default());
+        assert_eq!(cfg.kubernetes, KubernetesConfig::default());
         assert_eq!(cfg.registries, RegistriesConfig::default());
         assert_eq!(cfg.health, HealthConfig::default());
         assert!(cfg.health_checks.is_empty());
@@ -2266,6 +2599,78 @@ resources:
         );
         assert!(e[1].contains("used twice"), "{e:?}");
         assert!(e[2].contains("exactly one of password"), "{e:?}");
+    }
+
+    #[test]
+    fn kubernetes_section_compiles() {
+        let text = "kubernetes:\n  enabled: true\n  kubeconfig: /etc/su/kubeconfig\n  contexts: [prod, staging]\n  namespaces:\n    include: ['team-*', apps]\n    exclude: [team-secret]\n  read_only: true\n  kinds: [deploy, HelmRelease]\n  crds: true\n  rollout_timeout: 90s\n  helm: { binary: /opt/helm, timeout: 2m }\n  charts:\n    - chart: demo-*\n      url: https://charts.example.com/\n      username: bot\n      password_env: CHARTS\n    - release: 'prod/*'\n      url: oci://registry.example.com/charts\n";
+        let cfg = load("c.yaml", text, &[]).unwrap_or_else(|e| panic!("{e}"));
+        let k = &cfg.kubernetes;
+        assert!(k.enabled && k.read_only && k.crds && !k.in_cluster);
+        assert_eq!(k.kubeconfig.as_deref(), Some("/etc/su/kubeconfig"));
+        assert_eq!(k.contexts, ["prod", "staging"]);
+        assert_eq!(k.include_namespaces, ["team-*", "apps"]);
+        assert_eq!(k.exclude_namespaces, ["team-secret"]);
+        assert_eq!(k.kinds, [AssetKind::Deployment, AssetKind::HelmRelease]);
+        assert_eq!(k.rollout_timeout, std::time::Duration::from_secs(90));
+        assert_eq!(k.helm.binary, "/opt/helm");
+        assert_eq!(k.helm.timeout, std::time::Duration::from_secs(120));
+        assert_eq!(
+            k.charts[0].url, "https://charts.example.com",
+            "trailing / dropped"
+        );
+        assert_eq!(k.charts[0].password, Some(SecretRef::Env("CHARTS".into())));
+        assert!(k.charts[0].matches("demo-web", "any", "rel"));
+        assert!(!k.charts[0].matches("other", "any", "rel"));
+        assert!(k.charts[1].matches("anything", "prod", "web"));
+        assert!(!k.charts[1].matches("anything", "dev", "web"));
+        assert_eq!(k.charts[1].username, None);
+
+        // The environment overrides like everywhere else.
+        let cfg = load(
+            "c.yaml",
+            "",
+            &env(&[
+                ("SAFE_UPDATER_KUBERNETES__ENABLED", "true"),
+                ("SAFE_UPDATER_KUBERNETES__CONTEXTS", "[a]"),
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(cfg.kubernetes.enabled);
+        assert_eq!(cfg.kubernetes.contexts, ["a"]);
+    }
+
+    #[test]
+    fn kubernetes_problems_are_all_reported_with_lines() {
+        let bad = "kubernetes:\n  in_cluster: true\n  kubeconfig: /x\n  contexts: [a, a, '']\n  namespaces: { include: [''] }\n  kinds: [container, Pod]\n  rollout_timeout: soon\n  helm: { binary: '' }\n  charts:\n    - url: ftp://x\n    - url: https://c.example\n      username: bot\n    - url: oci://r.example/c\n      password: p\n  colour: blue\n";
+        let e = err_of(bad);
+        let has = |line: usize, text: &str| {
+            assert!(
+                e.iter()
+                    .any(|p| p.starts_with(&format!("cfg.yaml:{line}:")) && p.contains(text)),
+                "no problem on line {line} containing {text:?}: {e:#?}"
+            );
+        };
+        has(2, "remove kubeconfig");
+        has(4, "listed twice");
+        has(4, "must not be empty");
+        has(5, "kubernetes.namespaces.include[0]: must not be empty");
+        has(6, "'container' is not a Kubernetes kind");
+        has(6, "'Pod' is not a Kubernetes kind");
+        has(7, "not a duration");
+        has(8, "kubernetes.helm.binary");
+        has(10, "not a chart repository");
+        has(11, "exactly one of password");
+        has(13, "needs a username");
+        has(15, "unknown setting 'colour'");
+    }
+
+    #[test]
+    fn without_a_kubernetes_section_it_is_off() {
+        let cfg = load("c.yaml", "docker:\n  include_stopped: true\n", &[])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.kubernetes, KubernetesConfig::default());
+        assert!(!cfg.kubernetes.enabled);
     }
 
     #[test]

@@ -629,7 +629,9 @@ fn http_client(h: &HttpCheck) -> Result<reqwest::Client, String> {
         .map_err(|e| format!("HTTP client: {e}"))
 }
 
-async fn http_probe(h: &HttpCheck, url: &str) -> (bool, String) {
+/// One HTTP probe of `url` (already resolved), judged by `h`: (passed, what was seen). Also used
+/// for checks that need no container, such as a Kubernetes Service or Ingress URL.
+pub async fn http_probe(h: &HttpCheck, url: &str) -> (bool, String) {
     let client = match http_client(h) {
         Ok(c) => c,
         Err(e) => return (false, e),
@@ -700,7 +702,8 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-async fn tcp_probe(host: &str, port: u16, timeout: Duration) -> (bool, String) {
+/// One TCP connection attempt: (connected, what was seen).
+pub async fn tcp_probe(host: &str, port: u16, timeout: Duration) -> (bool, String) {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let target = match host.parse::<std::net::IpAddr>() {
         Ok(ip) => std::net::SocketAddr::new(ip, port).to_string(),

@@ -429,6 +429,10 @@ pub async fn recover(
 ) -> Result<Vec<Recovery>, EngineError> {
     let mut out = Vec::new();
     for u in store.unfinished_updates()? {
+        // Kubernetes updates are recovered by `crate::kube_apply::recover_kube`.
+        if crate::kube_apply::is_kube_asset_id(&u.asset_id) {
+            continue;
+        }
         let snap: Option<ContainerSnapshot> = store
             .snapshot(u.id)?
             .and_then(|v| serde_json::from_value(v).ok());

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt};
 use jiff::Timestamp;
-use safe_updater_core::asset::Asset;
+use safe_updater_core::asset::{Asset, AssetKind};
 use safe_updater_core::constraint::Constraint;
 use safe_updater_core::decide::{
     ApprovalFact, Available, DigestDrift, Evaluation, Facts, PinFact, evaluate,
@@ -86,7 +86,22 @@ pub async fn check_some<R: RegistryApi>(
     wanted: &(dyn Fn(&Asset) -> bool + Sync),
 ) -> Result<CheckReport, EngineError> {
     let mut assets = store.list_assets(&AssetFilter::default())?;
-    assets.retain(|a| wanted(a));
+    // Kubernetes assets need their cluster's pull secrets and chart repositories:
+    // `crate::kube_check` checks them through `check_assets` below.
+    assets.retain(|a| wanted(a) && a.kind == AssetKind::Container);
+    check_assets(config, store, cycle, now, actor, correlation_id, assets).await
+}
+
+/// Detects and decides for `assets` with the registry of `cycle`.
+pub(crate) async fn check_assets<R: RegistryApi>(
+    config: &safe_updater_core::config::Config,
+    store: &mut Store,
+    cycle: &Cycle<R>,
+    now: Timestamp,
+    actor: &str,
+    correlation_id: &str,
+    assets: Vec<Asset>,
+) -> Result<CheckReport, EngineError> {
     let mut checks: Vec<AssetCheck> = Vec::with_capacity(assets.len());
     // Parse every reference first; a reference Docker itself would refuse is one asset's
     // problem, not the cycle's.
@@ -235,7 +250,7 @@ pub async fn check_some<R: RegistryApi>(
 }
 
 /// The history-derived facts: failed targets, approvals, freeze.
-fn facts_for(store: &Store, asset: &Asset, current: &str) -> Result<Facts, EngineError> {
+pub(crate) fn facts_for(store: &Store, asset: &Asset, current: &str) -> Result<Facts, EngineError> {
     let failed = store
         .failed_targets(&asset.id)?
         .into_iter()
@@ -295,7 +310,7 @@ fn facts_for(store: &Store, asset: &Asset, current: &str) -> Result<Facts, Engin
     })
 }
 
-fn record_decisions(
+pub(crate) fn record_decisions(
     store: &mut Store,
     asset: &Asset,
     evaluation: &Evaluation,

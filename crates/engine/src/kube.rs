@@ -10,7 +10,8 @@
 use jiff::Timestamp;
 use safe_updater_core::asset::{Asset, AssetKind};
 use safe_updater_core::audit::AuditEvent;
-use safe_updater_kube::discover::CrdFact;
+use safe_updater_kube::discover::{self, CrdFact};
+use safe_updater_kube::helm_release::HelmRelease;
 use safe_updater_kube::{DiscoveryFilter, KubeTarget};
 use safe_updater_store::{AssetFilter, Store};
 use serde::Serialize;
@@ -57,6 +58,43 @@ pub async fn scan_kube(
     now: Timestamp,
     actor: &str,
 ) -> Result<KubeScanReport, EngineError> {
+    scan_kube_with(store, targets, filter, &|_| None, now, actor).await
+}
+
+/// Discovers every context of a session and stores what was found; release assets name the
+/// chart repository `kubernetes.charts` gives for them.
+pub async fn scan_session(
+    store: &mut Store,
+    session: &crate::KubeSession,
+    now: Timestamp,
+    actor: &str,
+) -> Result<KubeScanReport, EngineError> {
+    let repo_of = |r: &HelmRelease| {
+        session
+            .chart_for(&r.chart_name, &r.namespace, &r.name)
+            .map(|c| c.entry.url.clone())
+    };
+    scan_kube_with(
+        store,
+        &session.targets,
+        &session.filter,
+        &repo_of,
+        now,
+        actor,
+    )
+    .await
+}
+
+/// [`scan_kube`], with `repo_of` naming a release's chart repository (Helm does not record it;
+/// `filter.chart_repositories` does it by chart name only).
+pub async fn scan_kube_with(
+    store: &mut Store,
+    targets: &[KubeTarget],
+    filter: &DiscoveryFilter,
+    repo_of: &(dyn Fn(&HelmRelease) -> Option<String> + Sync),
+    now: Timestamp,
+    actor: &str,
+) -> Result<KubeScanReport, EngineError> {
     let mut outcomes = Vec::new();
     let mut stored = 0;
     let mut removed = Vec::new();
@@ -74,7 +112,16 @@ pub async fn scan_kube(
                     error: Some(e.to_string()),
                 });
             }
-            Ok(report) => {
+            Ok(mut report) => {
+                for release in &report.releases {
+                    let Some(repo) = repo_of(release) else {
+                        continue;
+                    };
+                    let asset = discover::release_asset(&context, release, Some(&repo), now);
+                    if let Some(slot) = report.assets.iter_mut().find(|a| a.id == asset.id) {
+                        *slot = asset;
+                    }
+                }
                 for kind in KUBE_KINDS {
                     let wanted = filter.kinds.is_empty() || filter.kinds.contains(&kind);
                     let found: Vec<Asset> = report

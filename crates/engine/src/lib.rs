@@ -3,14 +3,20 @@
 //! (the core's pure `evaluate`, per asset), with every step recorded in the store and its
 //! audit trail.
 //!
+//! Then **execute**, **verify** and **roll back** behind the same store records (snapshot
+//! first, then change): Docker in `apply`/`run`, Kubernetes and Helm in `kube_apply` (with
+//! `kube_session` for settings, `kube` for discovery and `kube_check` for detection).
+//!
 //! This crate orchestrates; it holds no policy of its own. What may happen is decided by
-//! `safe_updater_core::decide`; what registries and engines say comes from the adapter crates.
-//! Executing updates and verifying them come later and will live here too, behind the same
-//! store records (snapshot first, then change).
+//! `safe_updater_core::decide`; what registries, engines and clusters say comes from the
+//! adapter crates.
 
 mod apply;
 mod check;
 pub mod kube;
+pub mod kube_apply;
+pub mod kube_check;
+pub mod kube_session;
 pub mod operator;
 mod run;
 mod scan;
@@ -18,6 +24,9 @@ mod settings;
 
 pub use apply::{ApplyOutcome, ApplySettings, Recovery, apply, pull_auth, pull_auths, recover};
 pub use check::{AssetCheck, CheckReport, check, check_some};
+pub use kube_apply::{KubeRunReport, apply_kube, recover_kube, rollback_kube, run_kube_once};
+pub use kube_check::check_kube;
+pub use kube_session::{KubeOverrides, KubeSession};
 pub use operator::{OperatorError, PendingApproval};
 pub use run::{
     RunReport, WATCHTOWER_DEPENDS_ON, apply_by_policy, apply_one, connect_all, dependency_groups,
@@ -38,4 +47,8 @@ pub enum EngineError {
     Settings(#[from] SettingsError),
     #[error("cannot record the container snapshot: {0}")]
     Snapshot(String),
+    /// Kubernetes settings that cannot be used (an unknown context, an unreadable kubeconfig or
+    /// chart repository password); the message says what to do.
+    #[error("{0}")]
+    Kube(String),
 }

@@ -54,6 +54,17 @@ pub enum KubeError {
 }
 
 impl KubeError {
+    /// The HTTP status the API server answered with, for an API error.
+    pub fn status_code(&self) -> Option<u16> {
+        match self {
+            KubeError::Api {
+                source: kube::Error::Api(s),
+                ..
+            } => Some(s.code),
+            _ => None,
+        }
+    }
+
     /// Wraps a client error, bringing the guard's refusals back out as their own variants.
     pub fn api(step: impl fmt::Display, source: kube::Error) -> KubeError {
         // The read-only and table guards travel through kube's error as a service error;

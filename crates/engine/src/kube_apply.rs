@@ -1,0 +1,1105 @@
+//! Execute and verify one Kubernetes or Helm update, roll it back, and recover updates a crash
+//! interrupted — the Kubernetes side of `apply.rs`, with the same order of safety:
+//!
+//! 1. everything that can refuse is asked first (read-only mode, the context, the release and
+//!    its chart repository, the health checks, `helm` itself);
+//! 2. the snapshot (the pod template, or the Helm release's revision) is committed to the store
+//!    with the update record (`begin_update`) before anything in the cluster changes;
+//! 3. the change: a workload Helm does not manage gets its image patched
+//!    (`KubeTarget::apply_image`), a Helm-managed workload gets its image value through
+//!    `helm upgrade` (`helm_set_image`), a release its new chart version (`helm_upgrade`);
+//! 4. verification: the rollout, readiness and restarts over `health.window` with
+//!    `health.failure_threshold`, then the configured HTTP/TCP checks that match the asset;
+//! 5. on failure the snapshot is restored (or `helm rollback` to the recorded revision), or the
+//!    asset is frozen when its policy says so; the result is recorded and audited.
+//!
+//! No decision is made here: what to update comes from `kube_check` and the core's `evaluate`,
+//! or from an operator's explicit choice. It must never patch a Helm-managed object directly.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use safe_updater_core::asset::{Asset, AssetKind};
+use safe_updater_core::audit::AuditEvent;
+use safe_updater_core::config::{Config, HealthConfig};
+use safe_updater_core::decide::Verdict as Decision;
+use safe_updater_core::policy::OnFailure;
+use safe_updater_core::reference::ImageRef;
+use safe_updater_docker::health::{self, Check};
+use safe_updater_kube::discover::{HelmReleaseExtra, KubeExtra};
+use safe_updater_kube::helm::{Helm, HelmOutcome, UpgradeRequest};
+use safe_updater_kube::helm_release::HelmRelease;
+use safe_updater_kube::update::{ApplyOptions, Outcome, TemplateSnapshot};
+use safe_updater_kube::{DiscoveryFilter, KubeError, KubeTarget};
+use safe_updater_store::{Store, UpdateId, UpdateOutcome, UpdateStart, UpdateStatus};
+use serde::{Deserialize, Serialize};
+
+use crate::apply::{ApplyOutcome, Recovery, checks_for};
+use crate::kube::KubeScanReport;
+use crate::kube_session::KubeSession;
+use crate::{CheckReport, EngineError};
+
+/// Kubernetes asset ids start with this (`k8s/<context>/<namespace>/<Kind>/<name>[/<container>]`).
+pub fn is_kube_asset_id(id: &str) -> bool {
+    id.starts_with("k8s/")
+}
+
+/// What is stored before a Kubernetes update changes anything: enough to undo it after a crash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kube", rename_all = "snake_case")]
+pub enum KubeSnapshot {
+    /// The workload's pod template as it was.
+    Template(TemplateSnapshot),
+    /// The Helm release's revision before the upgrade.
+    Helm {
+        context: String,
+        namespace: String,
+        release: String,
+        revision: u64,
+        chart_version: String,
+    },
+}
+
+/// How one change went, whichever way it was made.
+#[derive(Debug, Default)]
+struct Verdict {
+    healthy: bool,
+    failure: Option<String>,
+    rolled_back: bool,
+    restored_healthy: Option<bool>,
+    observations: Vec<String>,
+}
+
+impl From<Outcome> for Verdict {
+    fn from(o: Outcome) -> Self {
+        Verdict {
+            healthy: o.healthy,
+            failure: o.failure,
+            rolled_back: o.rolled_back,
+            restored_healthy: o.restored_healthy,
+            observations: o.observations,
+        }
+    }
+}
+
+impl From<HelmOutcome> for Verdict {
+    fn from(o: HelmOutcome) -> Self {
+        Verdict {
+            healthy: o.healthy,
+            failure: o.failure,
+            rolled_back: o.rolled_back.is_some(),
+            restored_healthy: o.restored_healthy,
+            observations: o.observations,
+        }
+    }
+}
+
+/// What kind of change an asset takes.
+enum Work {
+    Patch(TemplateSnapshot),
+    HelmImage(HelmRelease),
+    HelmChart(HelmRelease),
+}
+
+fn not_started(asset: &Asset, to: &str, detail: String) -> ApplyOutcome {
+    ApplyOutcome {
+        asset_id: asset.id.clone(),
+        from: asset.image.clone(),
+        to: to.to_owned(),
+        update_id: None,
+        status: "not_started".into(),
+        detail: Some(detail),
+    }
+}
+
+fn read_only_refusal(asset_id: &str) -> String {
+    format!(
+        "kubernetes.read_only is true: safe-updater does not write to the cluster, so {asset_id} was not changed. Set kubernetes.read_only: false and bind the update role (deploy/rbac/update.yaml) to update it"
+    )
+}
+
+/// The newest revision of one Helm release, decoded (values included).
+async fn find_release(
+    target: &KubeTarget,
+    namespace: &str,
+    name: &str,
+    now: Timestamp,
+) -> Result<HelmRelease, String> {
+    let filter = DiscoveryFilter {
+        include_namespaces: vec![namespace.to_owned()],
+        kinds: vec![AssetKind::HelmRelease],
+        ..Default::default()
+    };
+    let report = target
+        .discover(&filter, now)
+        .await
+        .map_err(|e| e.to_string())?;
+    let warnings = report.warnings.join("; ");
+    report
+        .releases
+        .into_iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| {
+            let why = if warnings.is_empty() {
+                String::new()
+            } else {
+                format!(" ({warnings})")
+            };
+            format!("Helm release {namespace}/{name} was not found{why}")
+        })
+}
+
+/// The configured HTTP and TCP checks matching a Kubernetes asset. They must name a literal
+/// address (a Service, an Ingress): the `{container_ip}`-style placeholders name a Docker
+/// container. Exec checks run inside a Docker container and are not run here.
+pub fn kube_probes(
+    asset: &Asset,
+    rules: &[safe_updater_core::health::CheckRule],
+) -> Result<Vec<Check>, String> {
+    let mut out = Vec::new();
+    for check in checks_for(asset, rules)? {
+        match &check {
+            Check::Docker => {}
+            Check::Exec(e) => {
+                tracing::info!(asset = %asset.id, command = ?e.cmd, "exec checks are run in Docker containers only; not run for a Kubernetes asset");
+            }
+            Check::Http(h) if h.url.contains('{') => {
+                return Err(format!(
+                    "{}: placeholders name a Docker container's address; a check of a Kubernetes asset needs a literal URL (a Service or an Ingress)",
+                    h.url
+                ));
+            }
+            Check::Tcp(t) if t.host.contains('{') => {
+                return Err(format!(
+                    "tcp check on port {}: give its host (a Service or an Ingress address) for a Kubernetes asset",
+                    t.port
+                ));
+            }
+            _ => out.push(check),
+        }
+    }
+    Ok(out)
+}
+
+/// Probes the checks each `interval` for `window`; fails after `failure_threshold` failed
+/// rounds in a row.
+async fn run_probes(
+    probes: &[Check],
+    h: &HealthConfig,
+    log: &mut Vec<String>,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + h.window;
+    let mut bad = 0u32;
+    loop {
+        let mut failures = Vec::new();
+        for p in probes {
+            let (ok, detail) = match p {
+                Check::Http(c) => health::http_probe(c, &c.url).await,
+                Check::Tcp(c) => health::tcp_probe(&c.host, c.port, c.timeout).await,
+                _ => (true, String::new()),
+            };
+            if !ok {
+                failures.push(format!("{}: {detail}", p.label()));
+            }
+        }
+        if failures.is_empty() {
+            bad = 0;
+        } else {
+            bad += 1;
+            log.push(format!(
+                "checks failed ({bad} in a row): {}",
+                failures.join("; ")
+            ));
+            if bad >= h.failure_threshold.max(1) {
+                return Err(failures.join("; "));
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(h.interval.min(Duration::from_secs(60))).await;
+    }
+}
+
+/// An error that means the cluster was not changed: refused before or at the first write.
+fn changed_nothing(e: &KubeError) -> bool {
+    match e {
+        KubeError::ReadOnly { .. }
+        | KubeError::Undeclared { .. }
+        | KubeError::Invalid(_)
+        | KubeError::Config { .. }
+        | KubeError::Chart { .. } => true,
+        KubeError::Api { .. } => e.status_code().is_some_and(|c| (400..500).contains(&c)),
+        // Every helm step but the real upgrade and a rollback leaves the release as it was.
+        KubeError::Helm { step, .. } => step != "upgrade" && !step.starts_with("rollback"),
+        _ => false,
+    }
+}
+
+fn audit(
+    store: &mut Store,
+    asset_id: &str,
+    actor: &str,
+    cid: &str,
+    action: &str,
+    details: serde_json::Value,
+) -> Result<(), EngineError> {
+    store.append_audit(AuditEvent {
+        timestamp: Timestamp::now(),
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        asset_id: Some(asset_id.to_owned()),
+        correlation_id: Some(cid.to_owned()),
+        details,
+    })?;
+    Ok(())
+}
+
+/// The inventory follows the cluster at once (the next scan fills in the rest).
+fn record_new_version(
+    store: &mut Store,
+    asset: &Asset,
+    image: &str,
+    chart_version: Option<&str>,
+) -> Result<(), EngineError> {
+    let mut updated = asset.clone();
+    updated.image = image.to_owned();
+    updated.digest = None;
+    updated.last_seen = Timestamp::now();
+    if let (Some(v), Some(mut extra)) = (chart_version, HelmReleaseExtra::from_asset(asset)) {
+        extra.chart_version = v.to_owned();
+        updated.extra = serde_json::to_value(extra).unwrap_or(serde_json::Value::Null);
+    }
+    store.upsert_assets(&[updated])?;
+    Ok(())
+}
+
+/// Puts the snapshot back (after a failed extra check, an error mid-update, or a crash).
+async fn undo(
+    session: &KubeSession,
+    snapshot: &KubeSnapshot,
+    opts: &ApplyOptions,
+    log: &mut Vec<String>,
+) -> Result<bool, String> {
+    match snapshot {
+        KubeSnapshot::Template(s) => {
+            let target = session
+                .target(&s.context)
+                .ok_or_else(|| format!("context {} is not connected", s.context))?;
+            target
+                .restore(s, "safe-updater: rolled back")
+                .await
+                .map_err(|e| e.to_string())?;
+            let verdict = target
+                .verify(
+                    s.kind,
+                    &s.namespace,
+                    &s.name,
+                    Some((&s.container, &s.previous_image)),
+                    opts,
+                    log,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(verdict.is_ok())
+        }
+        KubeSnapshot::Helm {
+            context,
+            namespace,
+            release,
+            revision,
+            ..
+        } => {
+            let target = session
+                .target(context)
+                .ok_or_else(|| format!("context {context} is not connected"))?;
+            let helm = session.helm(context).await.map_err(|e| e.to_string())?;
+            helm.rollback(release, namespace, *revision)
+                .await
+                .map_err(|e| e.to_string())?;
+            let verdict = target
+                .verify_release(release, namespace, opts, log)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(verdict.is_ok())
+        }
+    }
+}
+
+fn apply_options(config: &Config, session: &KubeSession, rollback: bool) -> ApplyOptions {
+    ApplyOptions {
+        rollout_timeout: session.rollout_timeout,
+        poll_interval: config.health.interval,
+        window: config.health.window,
+        failure_threshold: config.health.failure_threshold,
+        change_cause: None,
+        rollback_on_failure: rollback,
+    }
+}
+
+/// Updates one Kubernetes asset to `target_tag` (an image tag, or a release's chart version),
+/// verifies it, and rolls back (or freezes) on failure.
+pub async fn apply_kube(
+    config: &Config,
+    store: &mut Store,
+    session: &KubeSession,
+    asset: &Asset,
+    target_tag: &str,
+    actor: &str,
+    correlation_id: &str,
+) -> Result<ApplyOutcome, EngineError> {
+    let new_ref = match ImageRef::parse(&asset.image).and_then(|r| r.with_tag(target_tag)) {
+        Ok(r) if asset.kind == AssetKind::HelmRelease => {
+            // The release's `image` is the chart as written at discovery (`demo-web:0.1.0`).
+            match asset.image.rsplit_once(':') {
+                Some((name, _)) => format!("{name}:{target_tag}"),
+                None => r.familiar_string(),
+            }
+        }
+        Ok(r) => r.familiar_string(),
+        Err(e) => {
+            return Ok(not_started(
+                asset,
+                target_tag,
+                format!("cannot form the new reference: {e}"),
+            ));
+        }
+    };
+    let refuse = |d: String| Ok(not_started(asset, &new_ref, d));
+    if session.read_only {
+        return refuse(read_only_refusal(&asset.id));
+    }
+    let Some(target) = session.target(&asset.location) else {
+        return refuse(format!(
+            "context {} is not among those connected ({}); pass --context {} or list it in kubernetes.contexts",
+            asset.location,
+            session.contexts().join(", "),
+            asset.location
+        ));
+    };
+    let probes = match kube_probes(asset, &config.health_checks) {
+        Ok(p) => p,
+        Err(e) => return refuse(format!("cannot prepare the health checks: {e}")),
+    };
+    let policy = config.policy.resolve_asset(asset);
+    let rollback = policy.on_failure.value == OnFailure::Rollback;
+    let opts = apply_options(config, session, rollback);
+    let now = Timestamp::now();
+    let namespace = asset.namespace.clone().unwrap_or_default();
+
+    // What to do, and the snapshot that undoes it.
+    let work = if asset.kind == AssetKind::HelmRelease {
+        match find_release(target, &namespace, &asset.name, now).await {
+            Ok(r) => Work::HelmChart(r),
+            Err(e) => return refuse(e),
+        }
+    } else {
+        let Some(extra) = KubeExtra::from_asset(asset) else {
+            return refuse(
+                "its discovery record cannot be read; run `safe-updater scan` again".into(),
+            );
+        };
+        if !extra.updatable {
+            return refuse(format!(
+                "{} is a {}: its pod template cannot change (update what creates it)",
+                asset.id, asset.kind
+            ));
+        }
+        if extra.helm_managed {
+            let Some(owner) = extra.helm else {
+                return refuse(format!(
+                    "{} is managed by Helm but names no release (meta.helm.sh annotations); update it with helm",
+                    asset.id
+                ));
+            };
+            match find_release(target, &owner.namespace, &owner.release, now).await {
+                Ok(r) => Work::HelmImage(r),
+                Err(e) => return refuse(e),
+            }
+        } else {
+            match target.snapshot(asset, now).await {
+                Ok(s) => Work::Patch(s),
+                Err(e) => return refuse(format!("cannot snapshot the workload: {e}")),
+            }
+        }
+    };
+    let helm_parts = match &work {
+        Work::Patch(_) => None,
+        Work::HelmImage(r) | Work::HelmChart(r) => {
+            let Some(repo) = session.chart_for(&r.chart_name, &r.namespace, &r.name) else {
+                return refuse(format!(
+                    "no chart repository for chart {} of release {}/{}: add one under kubernetes.charts (helm upgrade needs the chart)",
+                    r.chart_name, r.namespace, r.name
+                ));
+            };
+            let helm: Helm = match session.helm(&asset.location).await {
+                Ok(h) => h,
+                Err(e) => {
+                    return refuse(format!(
+                        "{e}; set kubernetes.helm.binary to the helm (3 or 4) to use"
+                    ));
+                }
+            };
+            Some((session.chart_source(repo), helm))
+        }
+    };
+    let snapshot = match &work {
+        Work::Patch(s) => KubeSnapshot::Template(s.clone()),
+        Work::HelmImage(r) | Work::HelmChart(r) => KubeSnapshot::Helm {
+            context: asset.location.clone(),
+            namespace: r.namespace.clone(),
+            release: r.name.clone(),
+            revision: r.revision,
+            chart_version: r.chart_version.clone(),
+        },
+    };
+    let snapshot_json =
+        serde_json::to_value(&snapshot).map_err(|e| EngineError::Snapshot(e.to_string()))?;
+    let id = store.begin_update(&UpdateStart {
+        asset_id: asset.id.clone(),
+        from_ref: asset.image.clone(),
+        to_ref: new_ref.clone(),
+        snapshot: snapshot_json,
+        correlation_id: Some(correlation_id.to_owned()),
+        actor: actor.to_owned(),
+        at: now,
+    })?;
+    let mut outcome = ApplyOutcome {
+        asset_id: asset.id.clone(),
+        from: asset.image.clone(),
+        to: new_ref.clone(),
+        update_id: Some(id.0),
+        status: "not_started".into(),
+        detail: None,
+    };
+
+    let result: Result<Verdict, KubeError> = match (&work, &helm_parts) {
+        (Work::Patch(_), _) => target
+            .apply_image(asset, &new_ref, &opts, now)
+            .await
+            .map(Verdict::from),
+        (Work::HelmImage(r), Some((source, helm))) => target
+            .helm_set_image(helm, r, source.clone(), &asset.image, &new_ref, &opts)
+            .await
+            .map(Verdict::from),
+        (Work::HelmChart(r), Some((source, helm))) => {
+            let req = UpgradeRequest {
+                release: r.name.clone(),
+                namespace: r.namespace.clone(),
+                chart: r.chart_name.clone(),
+                source: source.clone(),
+                version: Some(target_tag.to_owned()),
+                values: r.config.clone(),
+                set_string: Vec::new(),
+                force_conflicts: false,
+                install: false,
+            };
+            target
+                .helm_upgrade(helm, &req, r.revision, &opts)
+                .await
+                .map(Verdict::from)
+        }
+        _ => Err(KubeError::Invalid("no helm for a Helm update".into())),
+    };
+    let mut verdict = match result {
+        Ok(v) => v,
+        Err(e) if changed_nothing(&e) => {
+            let why = format!("{new_ref} was not applied: {e}");
+            store.finish_update(
+                id,
+                UpdateOutcome::Failed,
+                Some(why.clone()),
+                Timestamp::now(),
+                actor,
+            )?;
+            outcome.status = "failed".into();
+            outcome.detail = Some(why);
+            return Ok(outcome);
+        }
+        Err(e) => {
+            let mut log = Vec::new();
+            return finish_undone(
+                store,
+                id,
+                outcome,
+                format!("the update to {new_ref} failed midway: {e}"),
+                undo(session, &snapshot, &opts, &mut log).await,
+                actor,
+            );
+        }
+    };
+    if verdict.healthy
+        && !probes.is_empty()
+        && let Err(why) = run_probes(&probes, &config.health, &mut verdict.observations).await
+    {
+        verdict.healthy = false;
+        verdict.failure = Some(format!("configured checks failed: {why}"));
+        if rollback {
+            verdict.rolled_back = true;
+            match undo(session, &snapshot, &opts, &mut verdict.observations).await {
+                Ok(ok) => verdict.restored_healthy = Some(ok),
+                Err(e) => {
+                    let why = verdict.failure.clone().unwrap_or_default();
+                    return finish_undone(store, id, outcome, why, Err(e), actor);
+                }
+            }
+        }
+    }
+    let tail: Vec<&String> = verdict.observations.iter().rev().take(5).rev().collect();
+    audit(
+        store,
+        &asset.id,
+        actor,
+        correlation_id,
+        "health",
+        serde_json::json!({
+            "update_id": id.0, "healthy": verdict.healthy, "reason": verdict.failure,
+            "rolled_back": verdict.rolled_back, "restored_healthy": verdict.restored_healthy,
+            "observations": verdict.observations.len(), "last": tail,
+        }),
+    )?;
+    let chart_version = (asset.kind == AssetKind::HelmRelease).then_some(target_tag);
+    if verdict.healthy {
+        store.finish_update(id, UpdateOutcome::Succeeded, None, Timestamp::now(), actor)?;
+        record_new_version(store, asset, &new_ref, chart_version)?;
+        outcome.status = "succeeded".into();
+        return Ok(outcome);
+    }
+    let mut why = format!(
+        "{new_ref} failed verification: {}",
+        verdict.failure.unwrap_or_else(|| "unhealthy".into())
+    );
+    if verdict.rolled_back {
+        if verdict.restored_healthy == Some(false) {
+            why.push_str("; the previous version was restored but is not healthy either");
+        }
+        store.finish_update(
+            id,
+            UpdateOutcome::RolledBack,
+            Some(why.clone()),
+            Timestamp::now(),
+            actor,
+        )?;
+        outcome.status = "rolled_back".into();
+    } else {
+        // `on_failure: freeze`: left as it is for a person to decide; no further update of the
+        // asset runs until one does.
+        store.finish_update(
+            id,
+            UpdateOutcome::Frozen,
+            Some(why.clone()),
+            Timestamp::now(),
+            actor,
+        )?;
+        record_new_version(store, asset, &new_ref, chart_version)?;
+        outcome.status = "frozen".into();
+    }
+    outcome.detail = Some(why);
+    Ok(outcome)
+}
+
+fn finish_undone(
+    store: &mut Store,
+    id: UpdateId,
+    mut outcome: ApplyOutcome,
+    why: String,
+    undone: Result<bool, String>,
+    actor: &str,
+) -> Result<ApplyOutcome, EngineError> {
+    match undone {
+        Ok(healthy) => {
+            let why = if healthy {
+                why
+            } else {
+                format!("{why}; the previous version was restored but is not healthy either")
+            };
+            store.finish_update(
+                id,
+                UpdateOutcome::RolledBack,
+                Some(why.clone()),
+                Timestamp::now(),
+                actor,
+            )?;
+            outcome.status = "rolled_back".into();
+            outcome.detail = Some(why);
+        }
+        Err(e) => {
+            // Left in progress: the next start (recover_kube) tries the restore again rather
+            // than recording a rollback that did not happen.
+            outcome.status = "failed".into();
+            outcome.detail = Some(format!(
+                "{why}; restoring the previous version failed too ({e}); it is retried on the next run"
+            ));
+        }
+    }
+    Ok(outcome)
+}
+
+/// `rollback`: a workload goes back to the image its last successful update replaced (or
+/// `to`), verified like any update; a Helm release goes back with `helm rollback` to the
+/// revision recorded before its last successful update (or is upgraded to chart version `to`).
+#[allow(clippy::too_many_arguments)]
+pub async fn rollback_kube(
+    config: &Config,
+    store: &mut Store,
+    session: &KubeSession,
+    asset_id: &str,
+    to: Option<&str>,
+    actor: &str,
+    correlation_id: &str,
+) -> Result<ApplyOutcome, EngineError> {
+    let Some(asset) = store.get_asset(asset_id)? else {
+        return Ok(ApplyOutcome {
+            asset_id: asset_id.to_owned(),
+            from: String::new(),
+            to: to.unwrap_or_default().to_owned(),
+            update_id: None,
+            status: "not_started".into(),
+            detail: Some(format!(
+                "no tracked asset {asset_id}; see `safe-updater list-assets`"
+            )),
+        });
+    };
+    if let Some(t) = to {
+        return apply_kube(config, store, session, &asset, t, actor, correlation_id).await;
+    }
+    let last = store
+        .history(Some(asset_id), 50)?
+        .into_iter()
+        .find(|u| u.status == UpdateStatus::Succeeded);
+    let Some(last) = last else {
+        return Ok(not_started(
+            &asset,
+            "",
+            format!("{asset_id} has no successful update to roll back; give the version with --to"),
+        ));
+    };
+    if asset.kind != AssetKind::HelmRelease {
+        let Some(previous) = ImageRef::parse(&last.from_ref)
+            .ok()
+            .and_then(|r| r.tag().map(str::to_owned))
+        else {
+            return Ok(not_started(
+                &asset,
+                "",
+                format!(
+                    "{} names no tag to go back to; give it with --to",
+                    last.from_ref
+                ),
+            ));
+        };
+        return apply_kube(
+            config,
+            store,
+            session,
+            &asset,
+            &previous,
+            actor,
+            correlation_id,
+        )
+        .await;
+    }
+    // A release: back to the revision recorded before its last successful upgrade.
+    let snapshot: Option<KubeSnapshot> = store
+        .snapshot(last.id)?
+        .and_then(|v| serde_json::from_value(v).ok());
+    let Some(KubeSnapshot::Helm {
+        revision,
+        chart_version,
+        ..
+    }) = snapshot
+    else {
+        return Ok(not_started(
+            &asset,
+            "",
+            format!(
+                "update #{} of {asset_id} kept no Helm revision; give the chart version with --to",
+                last.id.0
+            ),
+        ));
+    };
+    if session.read_only {
+        return Ok(not_started(
+            &asset,
+            &last.from_ref,
+            read_only_refusal(asset_id),
+        ));
+    }
+    let Some(target) = session.target(&asset.location) else {
+        return Ok(not_started(
+            &asset,
+            &last.from_ref,
+            format!(
+                "context {} is not connected; pass --context {}",
+                asset.location, asset.location
+            ),
+        ));
+    };
+    let now = Timestamp::now();
+    let namespace = asset.namespace.clone().unwrap_or_default();
+    let current = match find_release(target, &namespace, &asset.name, now).await {
+        Ok(r) => r,
+        Err(e) => return Ok(not_started(&asset, &last.from_ref, e)),
+    };
+    let helm = match session.helm(&asset.location).await {
+        Ok(h) => h,
+        Err(e) => return Ok(not_started(&asset, &last.from_ref, e.to_string())),
+    };
+    let here = KubeSnapshot::Helm {
+        context: asset.location.clone(),
+        namespace: namespace.clone(),
+        release: asset.name.clone(),
+        revision: current.revision,
+        chart_version: current.chart_version.clone(),
+    };
+    let id = store.begin_update(&UpdateStart {
+        asset_id: asset.id.clone(),
+        from_ref: asset.image.clone(),
+        to_ref: last.from_ref.clone(),
+        snapshot: serde_json::to_value(&here).map_err(|e| EngineError::Snapshot(e.to_string()))?,
+        correlation_id: Some(correlation_id.to_owned()),
+        actor: actor.to_owned(),
+        at: now,
+    })?;
+    let mut outcome = ApplyOutcome {
+        asset_id: asset.id.clone(),
+        from: asset.image.clone(),
+        to: last.from_ref.clone(),
+        update_id: Some(id.0),
+        status: "failed".into(),
+        detail: None,
+    };
+    let opts = apply_options(config, session, false);
+    let mut log = Vec::new();
+    let result = match helm.rollback(&asset.name, &namespace, revision).await {
+        Ok(rb) => {
+            if rb.forced_conflicts {
+                log.push("field-ownership conflicts were forced".into());
+            }
+            target
+                .verify_release(&asset.name, &namespace, &opts, &mut log)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    audit(
+        store,
+        &asset.id,
+        actor,
+        correlation_id,
+        "health",
+        serde_json::json!({"update_id": id.0, "rollback_to_revision": revision, "result": format!("{result:?}"), "observations": log.len()}),
+    )?;
+    match result {
+        Ok(Ok(())) => {
+            store.finish_update(id, UpdateOutcome::Succeeded, None, Timestamp::now(), actor)?;
+            record_new_version(store, &asset, &last.from_ref, Some(&chart_version))?;
+            outcome.status = "succeeded".into();
+            outcome.detail = Some(format!("helm rollback to revision {revision}"));
+        }
+        Ok(Err(why)) | Err(why) => {
+            let why = format!("helm rollback to revision {revision}: {why}");
+            store.finish_update(
+                id,
+                UpdateOutcome::Failed,
+                Some(why.clone()),
+                Timestamp::now(),
+                actor,
+            )?;
+            outcome.detail = Some(why);
+        }
+    }
+    Ok(outcome)
+}
+
+/// Brings every Kubernetes update a crash interrupted back to its snapshot: the pod template
+/// restored, or `helm rollback` to the recorded revision when the release moved past it.
+pub async fn recover_kube(
+    config: &Config,
+    store: &mut Store,
+    session: &KubeSession,
+    actor: &str,
+) -> Result<Vec<Recovery>, EngineError> {
+    let mut out = Vec::new();
+    let opts = apply_options(config, session, true);
+    for u in store.unfinished_updates()? {
+        if !is_kube_asset_id(&u.asset_id) {
+            continue;
+        }
+        let report = |restored: bool, detail: String| Recovery {
+            update_id: u.id.0,
+            asset_id: u.asset_id.clone(),
+            restored,
+            detail,
+        };
+        let snapshot: Option<KubeSnapshot> = store
+            .snapshot(u.id)?
+            .and_then(|v| serde_json::from_value(v).ok());
+        let Some(snapshot) = snapshot else {
+            out.push(report(false, "its snapshot cannot be read".into()));
+            continue;
+        };
+        let context = match &snapshot {
+            KubeSnapshot::Template(s) => s.context.clone(),
+            KubeSnapshot::Helm { context, .. } => context.clone(),
+        };
+        if session.target(&context).is_none() {
+            out.push(report(
+                false,
+                format!("context {context} is not connected; retried on the next run"),
+            ));
+            continue;
+        }
+        if session.read_only {
+            out.push(report(
+                false,
+                "read-only mode: restoring needs update mode; retried on the next run".into(),
+            ));
+            continue;
+        }
+        // A Helm upgrade interrupted before it ran left nothing to undo.
+        if let KubeSnapshot::Helm {
+            namespace,
+            release,
+            revision,
+            ..
+        } = &snapshot
+            && let Some(target) = session.target(&context)
+            && let Ok(now_release) =
+                find_release(target, namespace, release, Timestamp::now()).await
+            && now_release.revision <= *revision
+        {
+            let why = "interrupted before helm changed the release".to_owned();
+            store.finish_update(
+                u.id,
+                UpdateOutcome::Failed,
+                Some(why.clone()),
+                Timestamp::now(),
+                actor,
+            )?;
+            out.push(report(true, why));
+            continue;
+        }
+        let mut log = Vec::new();
+        match undo(session, &snapshot, &opts, &mut log).await {
+            Ok(_) => {
+                let why = "interrupted before it was verified; the previous version was restored"
+                    .to_owned();
+                store.finish_update(
+                    u.id,
+                    UpdateOutcome::RolledBack,
+                    Some(why.clone()),
+                    Timestamp::now(),
+                    actor,
+                )?;
+                out.push(report(true, why));
+            }
+            Err(e) => out.push(report(
+                false,
+                format!("restore failed ({e}); retried on the next run"),
+            )),
+        }
+    }
+    Ok(out)
+}
+
+/// One Kubernetes cycle.
+#[derive(Debug, Clone, Serialize)]
+pub struct KubeRunReport {
+    pub recovered: Vec<Recovery>,
+    pub scan: KubeScanReport,
+    pub check: CheckReport,
+    pub applied: Vec<ApplyOutcome>,
+}
+
+/// One cycle over a session's contexts: recover, scan, check, apply what policy approves now
+/// (nothing in read-only mode), verify. What the daemon calls for Kubernetes, beside
+/// `run_once`/its own Docker cycle.
+pub async fn run_kube_once(
+    config: &Config,
+    store: &mut Store,
+    session: &KubeSession,
+    now: Timestamp,
+    actor: &str,
+    correlation_id: &str,
+) -> Result<KubeRunReport, EngineError> {
+    let recovered = recover_kube(config, store, session, actor).await?;
+    let scan = crate::kube::scan_session(store, session, now, actor).await?;
+    let check =
+        crate::kube_check::check_kube(config, store, session, now, actor, correlation_id, &|_| {
+            true
+        })
+        .await?;
+    let mut applied = Vec::new();
+    if !session.read_only {
+        for c in &check.checks {
+            let Some(e) = &c.evaluation else { continue };
+            let Some(target) = &e.act_on else { continue };
+            if !e
+                .candidates
+                .iter()
+                .any(|x| &x.tag == target && x.decision == Decision::Approve)
+            {
+                continue;
+            }
+            let Some(asset) = store.get_asset(&c.asset_id)? else {
+                continue;
+            };
+            if asset.kind == AssetKind::Job {
+                continue;
+            }
+            applied.push(
+                apply_kube(
+                    config,
+                    store,
+                    session,
+                    &asset,
+                    target,
+                    actor,
+                    correlation_id,
+                )
+                .await?,
+            );
+        }
+    }
+    Ok(KubeRunReport {
+        recovered,
+        scan,
+        check,
+        applied,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn deployment() -> Asset {
+        let now = Timestamp::now();
+        Asset {
+            id: "k8s/ctx/apps/Deployment/web/web".into(),
+            kind: AssetKind::Deployment,
+            location: "ctx".into(),
+            namespace: Some("apps".into()),
+            name: "web".into(),
+            container: Some("web".into()),
+            image: "127.0.0.1:5001/demo/web:1.0.0".into(),
+            digest: None,
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            first_seen: now,
+            last_seen: now,
+            extra: serde_json::Value::Null,
+        }
+    }
+
+    fn rules(checks: &str) -> Config {
+        safe_updater_core::config::load("t.yaml", &format!("health:\n  checks:\n{checks}"), &[])
+            .expect("config")
+    }
+
+    #[test]
+    fn kubernetes_checks_need_a_literal_address_and_exec_is_not_run() {
+        let asset = deployment();
+        let cfg = rules(
+            "    - match: {kind: Deployment}\n      http: {url: 'http://{container_ip}:8080/health'}\n",
+        );
+        let e = kube_probes(&asset, &cfg.health_checks).expect_err("placeholder");
+        assert!(e.contains("literal URL"), "{e}");
+        let cfg = rules("    - match: {kind: Deployment}\n      tcp: {port: 5432}\n");
+        let e = kube_probes(&asset, &cfg.health_checks).expect_err("no host");
+        assert!(e.contains("give its host"), "{e}");
+        let cfg = rules(
+            "    - match: {name: web}\n      http: {url: 'https://web.apps.example/health'}\n    - exec: {command: [true]}\n    - match: {kind: container}\n      tcp: {port: 1}\n",
+        );
+        let probes = kube_probes(&asset, &cfg.health_checks).expect("literal URL");
+        assert_eq!(
+            probes.len(),
+            1,
+            "only the HTTP check: exec is skipped, the container rule does not match"
+        );
+        assert!(matches!(&probes[0], Check::Http(h) if h.url == "https://web.apps.example/health"));
+    }
+
+    #[tokio::test]
+    async fn probes_pass_while_they_answer_and_fail_after_the_threshold() {
+        let open = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let open_port = open.local_addr().expect("addr").port();
+        let closed_port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let health = HealthConfig {
+            window: Duration::from_millis(300),
+            interval: Duration::from_millis(50),
+            failure_threshold: 3,
+            ..HealthConfig::default()
+        };
+        let tcp = |port| {
+            Check::Tcp(health::TcpCheck {
+                host: "127.0.0.1".into(),
+                port,
+                timeout: Duration::from_secs(1),
+            })
+        };
+        let mut log = Vec::new();
+        run_probes(&[tcp(open_port)], &health, &mut log)
+            .await
+            .expect("an open port passes over the window");
+        assert!(log.is_empty(), "{log:?}");
+        let e = run_probes(&[tcp(open_port), tcp(closed_port)], &health, &mut log)
+            .await
+            .expect_err("a closed port fails");
+        assert!(e.contains(&closed_port.to_string()), "{e}");
+        assert_eq!(log.len(), 3, "failed rounds up to the threshold: {log:?}");
+    }
+
+    #[test]
+    fn what_changed_nothing_is_failed_and_the_rest_is_undone() {
+        assert!(changed_nothing(&KubeError::ReadOnly {
+            verb: "patch".into(),
+            resource: "Deployment".into(),
+            name: None
+        }));
+        assert!(changed_nothing(&KubeError::Helm {
+            step: "upgrade --dry-run".into(),
+            detail: "x".into()
+        }));
+        assert!(!changed_nothing(&KubeError::Helm {
+            step: "upgrade".into(),
+            detail: "x".into()
+        }));
+        assert!(!changed_nothing(&KubeError::Helm {
+            step: "rollback".into(),
+            detail: "x".into()
+        }));
+        assert!(!changed_nothing(&KubeError::Rollout {
+            object: "x".into(),
+            detail: "y".into()
+        }));
+    }
+
+    #[test]
+    fn snapshots_read_back_and_are_told_apart_from_dockers() {
+        let helm = KubeSnapshot::Helm {
+            context: "c".into(),
+            namespace: "n".into(),
+            release: "r".into(),
+            revision: 3,
+            chart_version: "0.1.0".into(),
+        };
+        let v = serde_json::to_value(&helm).expect("json");
+        assert_eq!(v["kube"], "helm");
+        assert!(matches!(
+            serde_json::from_value::<KubeSnapshot>(v).expect("reads"),
+            KubeSnapshot::Helm { revision: 3, .. }
+        ));
+        assert!(is_kube_asset_id("k8s/c/n/Deployment/web/web"));
+        assert!(!is_kube_asset_id("docker/local/web"));
+    }
+}
