@@ -8,10 +8,12 @@
 //     never becomes ready: CrashLoopBackOff with a rising restartCount, or, in a pod with
 //     restartPolicy Never, it exits 1 and the pod fails;
 //   - a pod that is not restarted (a Job's) completes after -job-run-time;
-//   - a pod being deleted gracefully is deleted at once (grace period 0), so rollouts progress.
+//   - a pod being deleted gracefully is deleted at once (grace period 0), so rollouts progress;
+//   - exec (`kubectl exec`) runs the command in a throwaway Docker container of the pod's image
+//     (exec.go), through a kubelet endpoint on -host-ip:-kubelet-port.
 //
-// Test infrastructure only. It must never reach anything but the apiserver and, to report real
-// image digests, registries on loopback addresses.
+// Test infrastructure only. It must never reach anything but the apiserver, the local Docker engine
+// (exec) and, to report real image digests, registries on loopback addresses.
 package main
 
 import (
@@ -48,7 +50,9 @@ const defaultBad = `:1\.0\.2$`
 func main() {
 	kubeconfig := flag.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig of a user allowed to manage nodes and pods")
 	nodeName := flag.String("node", "kube-env-node", "name of the simulated node")
-	hostIP := flag.String("host-ip", "127.0.0.1", "the node's InternalIP (nothing listens there for it)")
+	hostIP := flag.String("host-ip", "127.0.0.1", "the node's InternalIP, where its kubelet endpoint (exec) listens")
+	kubeletPort := flag.Int("kubelet-port", 10250, "port of the kubelet endpoint (exec); 0: none")
+	docker := flag.String("docker", "docker", "docker CLI that runs exec commands in throwaway containers of the pod's image")
 	bad := flag.String("bad-images", envOr("KUBE_ENV_BAD_IMAGES", defaultBad), "regular expression: images that crash")
 	crashEvery := flag.Duration("crash-every", 10*time.Second, "time between simulated crashes of a bad container")
 	jobRun := flag.Duration("job-run-time", 2*time.Second, "how long a Job's container runs before it completes")
@@ -77,7 +81,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	n := &node{client: client, name: *nodeName, hostIP: *hostIP, version: *kubeletVersion,
+	n := &node{client: client, name: *nodeName, hostIP: *hostIP, port: int32(*kubeletPort), version: *kubeletVersion,
 		capacity: corev1.ResourceList{
 			corev1.ResourceCPU:              resource.MustParse(*cpu),
 			corev1.ResourceMemory:           resource.MustParse(*mem),
@@ -120,6 +124,14 @@ func main() {
 	}
 	factory.Start(ctx.Done())
 	factory.WaitForCacheSync(ctx.Done())
+	if *kubeletPort != 0 {
+		addr := net.JoinHostPort(*hostIP, fmt.Sprint(*kubeletPort))
+		go func() {
+			if err := serveKubelet(ctx, addr, s.lister, *docker); err != nil {
+				klog.Exitf("kubelet endpoint %s: %v", addr, err)
+			}
+		}()
+	}
 	for i := 0; i < 4; i++ {
 		go s.work(ctx)
 	}
@@ -142,6 +154,7 @@ type node struct {
 	client   kubernetes.Interface
 	name     string
 	hostIP   string
+	port     int32
 	version  string
 	capacity corev1.ResourceList
 }
@@ -160,11 +173,10 @@ func (n *node) status(now metav1.Time) corev1.NodeStatus {
 			cond(corev1.NodePIDPressure, corev1.ConditionFalse, "KubeletHasSufficientPID", "simulated"),
 			cond(corev1.NodeReady, corev1.ConditionTrue, "KubeletReady", "kube-env nodesim is posting ready status"),
 		},
-		Addresses: []corev1.NodeAddress{
-			{Type: corev1.NodeInternalIP, Address: n.hostIP},
-			{Type: corev1.NodeHostName, Address: n.name},
-		},
-		DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: 10250}},
+		// No Hostname address: the apiserver prefers it (default --kubelet-preferred-address-types)
+		// to reach the kubelet endpoint, and the node's name does not resolve.
+		Addresses:       []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: n.hostIP}},
+		DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: n.port}},
 		NodeInfo: corev1.NodeSystemInfo{
 			MachineID: "kube-env-" + n.name, SystemUUID: "kube-env-" + n.name, BootID: "kube-env",
 			KernelVersion: "simulated", OSImage: "kube-env nodesim", ContainerRuntimeVersion: "containerd://simulated",
