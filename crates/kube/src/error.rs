@@ -48,6 +48,10 @@ pub enum KubeError {
     /// A chart repository or registry could not be read.
     #[error("chart source {source_name}: {detail}")]
     Chart { source_name: String, detail: String },
+    /// A command run in a pod (`pods/exec`) gave no exit code: timed out, the connection
+    /// failed, or the runtime could not run it.
+    #[error("{what}: {detail}")]
+    Exec { what: String, detail: String },
     /// A rollout did not complete before its deadline.
     #[error("rollout of {object} did not complete: {detail}")]
     Rollout { object: String, detail: String },

@@ -226,4 +226,22 @@ mod tests {
             Err(GuardRefusal::Undeclared { .. })
         ));
     }
+
+    /// kube-rs opens an exec as a WebSocket GET: a write all the same.
+    #[test]
+    fn exec_is_a_write() {
+        let exec = "/api/v1/namespaces/a/pods/web-1/exec";
+        let q = Some("command=sh&stdout=true&stderr=true&container=web");
+        assert!(matches!(
+            check_request(Mode::ReadOnly, "GET", exec, q),
+            Err(GuardRefusal::ReadOnly { ref verb, ref resource, .. })
+                if verb == "create" && resource == "pods/exec"
+        ));
+        assert_eq!(check_request(Mode::Update, "GET", exec, q), Ok(()));
+        // Attaching to a running process is declared nowhere.
+        assert!(matches!(
+            check_request(Mode::Update, "GET", "/api/v1/namespaces/a/pods/web-1/attach", q),
+            Err(GuardRefusal::Undeclared { .. })
+        ));
+    }
 }

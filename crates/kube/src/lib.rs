@@ -15,6 +15,8 @@
 //!   (chart version; dry run, verify, `helm rollback` on failure), [`KubeTarget::helm_set_image`]
 //!   (a Helm-managed workload's image through the release's values), [`helm::Helm::rollback`]
 //!   (field-ownership conflicts retried with `--force-conflicts` on Helm 4).
+//! * [`exec`]: [`KubeTarget::exec`] runs a command in a pod's container through the API
+//!   server (exit code and bounded output, with a timeout), for exec health checks.
 //! * [`charts`] lists chart versions from a Helm repository `index.yaml` or an OCI registry,
 //!   as the core's `Available` list filtered by a constraint.
 //! * Sans-IO parts, unit-tested without a cluster: [`helm_release`] (release Secrets),
@@ -28,6 +30,7 @@
 pub mod charts;
 pub mod discover;
 pub mod error;
+pub mod exec;
 pub mod guard;
 pub mod helm;
 pub mod helm_release;

@@ -138,6 +138,14 @@ pub const API_CALLS: &[ApiCall] = &[
         "patch",
         "set an image, restore a template",
     ),
+    // A WebSocket exec is an HTTP GET; RBAC reads it as `create` (Kubernetes 1.31+, see
+    // `request_attributes`).
+    update(
+        "",
+        "pods/exec",
+        "create",
+        "exec health checks in the new revision's pods",
+    ),
     update(
         "",
         "pods",
@@ -200,7 +208,12 @@ pub fn request_attributes(
     let watch = query
         .map(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"))
         .unwrap_or(false);
+    // The streaming subresources run a command or open a port: the API server authorizes their
+    // WebSocket GET as `create` (AuthorizePodWebsocketUpgradeCreatePermission, on by default
+    // since Kubernetes 1.31), so the guard must see the write it is.
+    let streaming = resource == "pods" && matches!(sub, Some("exec" | "attach" | "portforward"));
     let verb = match (method, name.is_some()) {
+        ("GET" | "HEAD" | "POST", true) if streaming => "create",
         ("GET" | "HEAD", _) if watch => "watch",
         ("GET" | "HEAD", true) => "get",
         ("GET" | "HEAD", false) => "list",
@@ -305,6 +318,20 @@ mod tests {
         assert_eq!(
             a("DELETE", "/api/v1/namespaces/ns/pods", None),
             Some((s(""), s("pods"), s("deletecollection"), Some(s("ns")), None))
+        );
+        assert_eq!(
+            a(
+                "GET",
+                "/api/v1/namespaces/ns/pods/web-1/exec",
+                Some("command=true&stdout=true&container=web")
+            ),
+            Some((
+                s(""),
+                s("pods/exec"),
+                s("create"),
+                Some(s("ns")),
+                Some(s("web-1"))
+            ))
         );
         assert_eq!(a("GET", "/version", None), None);
         assert_eq!(a("GET", "/apis", None), None);

@@ -165,7 +165,7 @@ fn params() -> PatchParams {
 
 impl KubeTarget {
     /// Reads the workload of `asset` as JSON.
-    async fn get_workload(
+    pub(crate) async fn get_workload(
         &self,
         kind: AssetKind,
         ns: &str,
@@ -565,7 +565,7 @@ impl KubeTarget {
     }
 
     /// Pods selected by the workload's `matchLabels`.
-    async fn workload_pods(&self, ns: &str, object: &Value) -> Result<Vec<Pod>, KubeError> {
+    pub(crate) async fn workload_pods(&self, ns: &str, object: &Value) -> Result<Vec<Pod>, KubeError> {
         let selector = object
             .pointer("/spec/selector/matchLabels")
             .or_else(|| object.pointer("/spec/jobTemplate/spec/template/metadata/labels"))
@@ -600,7 +600,7 @@ fn template_containers(kind: AssetKind, object: &Value) -> Vec<(String, String)>
         .collect()
 }
 
-fn runs(pod: &Pod, container: &str, image: &str) -> bool {
+pub(crate) fn runs(pod: &Pod, container: &str, image: &str) -> bool {
     pod.spec.as_ref().is_some_and(|s| {
         s.containers
             .iter()
