@@ -202,7 +202,10 @@ mod tests {
 
     #[test]
     fn exit_codes_from_the_status_channel() {
-        assert_eq!(exit_code(&status(serde_json::json!({"status": "Success"}))), Ok(0));
+        assert_eq!(
+            exit_code(&status(serde_json::json!({"status": "Success"}))),
+            Ok(0)
+        );
         // What the kubelet's ServeExec writes for `exit 3`.
         let three = Status {
             status: Some("Failure".into()),
@@ -223,7 +226,11 @@ mod tests {
             details: None,
             ..three.clone()
         };
-        assert!(exit_code(&no_code).unwrap_err().contains("without an exit code"));
+        assert!(
+            exit_code(&no_code)
+                .unwrap_err()
+                .contains("without an exit code")
+        );
         let internal = status(serde_json::json!({
             "status": "Failure", "reason": "InternalError",
             "message": "error executing command in container: container \"x\" not found"}));
@@ -255,7 +262,10 @@ mod tests {
             exec_targets(&pods, "web", "web:2", 5),
             vec!["a-new", "c-new", "e-new"]
         );
-        assert_eq!(exec_targets(&pods, "web", "web:2", 2), vec!["a-new", "c-new"]);
+        assert_eq!(
+            exec_targets(&pods, "web", "web:2", 2),
+            vec!["a-new", "c-new"]
+        );
         assert!(exec_targets(&pods, "other", "web:2", 5).is_empty());
     }
 

@@ -240,7 +240,12 @@ mod tests {
         assert_eq!(check_request(Mode::Update, "GET", exec, q), Ok(()));
         // Attaching to a running process is declared nowhere.
         assert!(matches!(
-            check_request(Mode::Update, "GET", "/api/v1/namespaces/a/pods/web-1/attach", q),
+            check_request(
+                Mode::Update,
+                "GET",
+                "/api/v1/namespaces/a/pods/web-1/attach",
+                q
+            ),
             Err(GuardRefusal::Undeclared { .. })
         ));
     }

@@ -565,7 +565,11 @@ impl KubeTarget {
     }
 
     /// Pods selected by the workload's `matchLabels`.
-    pub(crate) async fn workload_pods(&self, ns: &str, object: &Value) -> Result<Vec<Pod>, KubeError> {
+    pub(crate) async fn workload_pods(
+        &self,
+        ns: &str,
+        object: &Value,
+    ) -> Result<Vec<Pod>, KubeError> {
         let selector = object
             .pointer("/spec/selector/matchLabels")
             .or_else(|| object.pointer("/spec/jobTemplate/spec/template/metadata/labels"))

@@ -1177,3 +1177,136 @@ async fn a_chart_from_a_private_oci_registry_with_credentials() {
         ["0.1.1"]
     );
 }
+
+/// Exec through the real apiserver into kube-env's node (nodesim runs the command in a throwaway
+/// container of the pod's image): exit codes from the status channel, output bounded, a
+/// timeout; refused to the read-only role, by the guard and by the cluster's RBAC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_in_the_new_pods_as_the_update_role_and_never_read_only() {
+    let Some(env) = env() else { return };
+    let ids = identities(env);
+    let ns = Namespace::new(env, "exec");
+    let image = format!("{}:1.1.0", env.image_repo);
+    ns.apply(&deployment_yaml("web", &image, ""));
+    let t = target(&ids.update, Mode::Update).await;
+    let id = format!("k8s/{}/{}/Deployment/web/web", t.context(), ns.name);
+    discover_until(&t, &only(&ns.name), &id, |a| {
+        KubeExtra::from_asset(a).is_some_and(|x| x.ready_pods == 2)
+    })
+    .await;
+
+    let pods = t
+        .exec_pods(AssetKind::Deployment, &ns.name, "web", "web", &image, 5)
+        .await
+        .expect("lists pods");
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    let older = format!("{}:1.0.0", env.image_repo);
+    let none = t
+        .exec_pods(AssetKind::Deployment, &ns.name, "web", "web", &older, 5)
+        .await
+        .expect("lists pods");
+    assert!(none.is_empty(), "no pod runs {older}: {none:?}");
+
+    let cmd = |s: &str| vec!["sh".to_owned(), "-c".to_owned(), s.to_owned()];
+    let t0 = std::time::Instant::now();
+    let out = t
+        .exec(
+            &ns.name,
+            &pods[0],
+            "web",
+            &cmd("echo version=$APP_VERSION; echo oops >&2; exit 4"),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("execs");
+    eprintln!("exec round trip: {:?}", t0.elapsed());
+    assert_eq!(out.exit_code, 4, "{out:?}");
+    assert!(out.output.contains("version=1.1.0"), "{out:?}");
+    assert!(out.output.contains("oops"), "{out:?}");
+    assert!(!out.truncated);
+
+    let ok = t
+        .exec(
+            &ns.name,
+            &pods[1],
+            "web",
+            &["true".to_owned()],
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("execs");
+    assert_eq!((ok.exit_code, ok.output.as_str()), (0, ""));
+
+    // ~130 KB of output: kept to the limit, and the command still ends with its own code.
+    let big = t
+        .exec(
+            &ns.name,
+            &pods[0],
+            "web",
+            &cmd("i=0; while [ $i -lt 3000 ]; do echo 0123456789012345678901234567890123456789; i=$((i+1)); done; exit 7"),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("execs");
+    assert_eq!(big.exit_code, 7);
+    assert!(big.truncated);
+    assert_eq!(big.output.len(), safe_updater_kube::exec::OUTPUT_LIMIT);
+
+    let slow = t
+        .exec(
+            &ns.name,
+            &pods[0],
+            "web",
+            &cmd("sleep 20"),
+            Duration::from_secs(2),
+        )
+        .await;
+    assert!(
+        matches!(&slow, Err(KubeError::Exec { detail, .. }) if detail.contains("no exit within")),
+        "{slow:?}"
+    );
+
+    // A missing command: the runtime's failure, reported as an exit code as containerd does.
+    let missing = t
+        .exec(
+            &ns.name,
+            &pods[0],
+            "web",
+            &["/no/such/binary".to_owned()],
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("execs");
+    assert_ne!(missing.exit_code, 0, "{missing:?}");
+
+    // Read-only: the guard refuses before anything leaves the process ...
+    let ro = target(&ids.read_only, Mode::ReadOnly).await;
+    let refused = ro
+        .exec(
+            &ns.name,
+            &pods[0],
+            "web",
+            &["true".to_owned()],
+            Duration::from_secs(30),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(KubeError::ReadOnly { .. })),
+        "{refused:?}"
+    );
+    // ... and the read-only role's RBAC refuses too, when the guard is not in the way.
+    if env.kube_env.is_some() {
+        let unguarded = target(&ids.read_only, Mode::Update).await;
+        let forbidden = unguarded
+            .exec(
+                &ns.name,
+                &pods[0],
+                "web",
+                &["true".to_owned()],
+                Duration::from_secs(30),
+            )
+            .await
+            .expect_err("the read-only role may not exec");
+        assert_eq!(forbidden.status_code(), Some(403), "{forbidden:?}");
+    }
+}
