@@ -9,7 +9,8 @@
 //!    (`KubeTarget::apply_image`), a Helm-managed workload gets its image value through
 //!    `helm upgrade` (`helm_set_image`), a release its new chart version (`helm_upgrade`);
 //! 4. verification: the rollout, readiness and restarts over `health.window` with
-//!    `health.failure_threshold`, then the configured HTTP/TCP checks that match the asset;
+//!    `health.failure_threshold`, then the configured HTTP/TCP checks that match the asset and
+//!    its exec checks, run in the new revision's Ready pods through the API server;
 //! 5. on failure the snapshot is restored (or `helm rollback` to the recorded revision), or the
 //!    asset is frozen when its policy says so; the result is recorded and audited.
 //!
@@ -27,6 +28,7 @@ use safe_updater_core::policy::OnFailure;
 use safe_updater_core::reference::ImageRef;
 use safe_updater_docker::health::{self, Check};
 use safe_updater_kube::discover::{HelmReleaseExtra, KubeExtra};
+use safe_updater_kube::exec::ExecOutput;
 use safe_updater_kube::helm::{Helm, HelmOutcome, UpgradeRequest};
 use safe_updater_kube::helm_release::HelmRelease;
 use safe_updater_kube::update::{ApplyOptions, Outcome, TemplateSnapshot};
@@ -149,19 +151,21 @@ async fn find_release(
         })
 }
 
-/// The configured HTTP and TCP checks matching a Kubernetes asset. They must name a literal
-/// address (a Service, an Ingress): the `{container_ip}`-style placeholders name a Docker
-/// container. Exec checks run inside a Docker container and are not run here.
+/// The configured HTTP, TCP and exec checks matching a Kubernetes asset. HTTP and TCP checks
+/// must name a literal address (a Service, an Ingress): the `{container_ip}`-style placeholders
+/// name a Docker container. Exec checks run in the workload's pods ([`ExecIn`]); a Helm release
+/// (no container of its own) and an init container (not running once the pod is) skip them.
 pub fn kube_probes(
     asset: &Asset,
     rules: &[safe_updater_core::health::CheckRule],
 ) -> Result<Vec<Check>, String> {
     let mut out = Vec::new();
+    let init = KubeExtra::from_asset(asset).is_some_and(|x| x.init_container);
     for check in checks_for(asset, rules)? {
         match &check {
             Check::Docker => {}
-            Check::Exec(e) => {
-                tracing::info!(asset = %asset.id, command = ?e.cmd, "exec checks are run in Docker containers only; not run for a Kubernetes asset");
+            Check::Exec(e) if asset.kind == AssetKind::HelmRelease || init => {
+                tracing::info!(asset = %asset.id, command = ?e.cmd, "exec checks run in a workload's running container; not run for a Helm release or an init container");
             }
             Check::Http(h) if h.url.contains('{') => {
                 return Err(format!(
@@ -181,10 +185,105 @@ pub fn kube_probes(
     Ok(out)
 }
 
+/// An exec check runs in every Ready pod of the new revision (those running the new image in
+/// the updated container), up to this many, sorted by name: all of a small workload, a bounded
+/// and stable sample of a large one, each round.
+pub const EXEC_POD_LIMIT: usize = 5;
+
+/// Where exec checks run: the updated container of the workload's new revision.
+struct ExecIn<'a> {
+    target: &'a KubeTarget,
+    kind: AssetKind,
+    namespace: String,
+    workload: String,
+    container: String,
+    image: String,
+}
+
+/// Judges one exec result against the check: the exit code must be `expect_exit` and the output
+/// (stdout and stderr) must hold `output_contains` when set. Pure.
+pub fn exec_verdict(
+    check: &health::ExecCheck,
+    result: &Result<ExecOutput, KubeError>,
+) -> (bool, String) {
+    match result {
+        Err(e) => (false, e.to_string()),
+        Ok(out) => {
+            let printed = check
+                .output_contains
+                .as_deref()
+                .is_none_or(|w| out.output.contains(w));
+            let missing = match (&check.output_contains, printed) {
+                (Some(w), false) => format!("; the output lacks {w:?}"),
+                _ => String::new(),
+            };
+            let shown: String = out.output.chars().take(200).collect();
+            (
+                out.exit_code == check.expect_exit && printed,
+                format!(
+                    "exit code {} (expected {}){missing}; output {shown:?}",
+                    out.exit_code, check.expect_exit
+                ),
+            )
+        }
+    }
+}
+
+/// Runs one exec check in the new revision's Ready pods; passes only when it passes in each.
+async fn exec_round(place: &ExecIn<'_>, check: &health::ExecCheck) -> (bool, String) {
+    let pods = match place
+        .target
+        .exec_pods(
+            place.kind,
+            &place.namespace,
+            &place.workload,
+            &place.container,
+            &place.image,
+            EXEC_POD_LIMIT,
+        )
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => return (false, format!("cannot list the pods: {e}")),
+    };
+    if pods.is_empty() {
+        return (
+            false,
+            format!(
+                "no Ready pod runs {} in container {}",
+                place.image, place.container
+            ),
+        );
+    }
+    let mut failed = Vec::new();
+    for pod in &pods {
+        let result = place
+            .target
+            .exec(
+                &place.namespace,
+                pod,
+                &place.container,
+                &check.cmd,
+                check.timeout,
+            )
+            .await;
+        let (ok, detail) = exec_verdict(check, &result);
+        if !ok {
+            failed.push(format!("pod {pod}: {detail}"));
+        }
+    }
+    if failed.is_empty() {
+        (true, String::new())
+    } else {
+        (false, failed.join("; "))
+    }
+}
+
 /// Probes the checks each `interval` for `window`; fails after `failure_threshold` failed
-/// rounds in a row.
+/// rounds in a row. Exec checks need `exec` (they fail without it).
 async fn run_probes(
     probes: &[Check],
+    exec: Option<&ExecIn<'_>>,
     h: &HealthConfig,
     log: &mut Vec<String>,
 ) -> Result<(), String> {
@@ -193,9 +292,11 @@ async fn run_probes(
     loop {
         let mut failures = Vec::new();
         for p in probes {
-            let (ok, detail) = match p {
-                Check::Http(c) => health::http_probe(c, &c.url).await,
-                Check::Tcp(c) => health::tcp_probe(&c.host, c.port, c.timeout).await,
+            let (ok, detail) = match (p, exec) {
+                (Check::Http(c), _) => health::http_probe(c, &c.url).await,
+                (Check::Tcp(c), _) => health::tcp_probe(&c.host, c.port, c.timeout).await,
+                (Check::Exec(c), Some(place)) => exec_round(place, c).await,
+                (Check::Exec(_), None) => (false, "no workload to run it in".into()),
                 _ => (true, String::new()),
             };
             if !ok {
@@ -528,9 +629,28 @@ pub async fn apply_kube(
             );
         }
     };
+    // Exec checks run in the updated container of the workload (a Helm-managed one included:
+    // its image changed through `helm upgrade`, its pods are the same).
+    let exec_in = match (&asset.container, asset.kind) {
+        (Some(container), kind) if kind != AssetKind::HelmRelease => Some(ExecIn {
+            target,
+            kind,
+            namespace: namespace.clone(),
+            workload: asset.name.clone(),
+            container: container.clone(),
+            image: new_ref.clone(),
+        }),
+        _ => None,
+    };
     if verdict.healthy
         && !probes.is_empty()
-        && let Err(why) = run_probes(&probes, &config.health, &mut verdict.observations).await
+        && let Err(why) = run_probes(
+            &probes,
+            exec_in.as_ref(),
+            &config.health,
+            &mut verdict.observations,
+        )
+        .await
     {
         verdict.healthy = false;
         verdict.failure = Some(format!("configured checks failed: {why}"));
@@ -1002,7 +1122,7 @@ mod tests {
     }
 
     #[test]
-    fn kubernetes_checks_need_a_literal_address_and_exec_is_not_run() {
+    fn kubernetes_checks_need_a_literal_address_and_exec_runs_in_workloads_only() {
         let asset = deployment();
         let cfg = rules(
             "    - match: {kind: Deployment}\n      http: {url: 'http://{container_ip}:8080/health'}\n",
@@ -1018,10 +1138,73 @@ mod tests {
         let probes = kube_probes(&asset, &cfg.health_checks).expect("literal URL");
         assert_eq!(
             probes.len(),
-            1,
-            "only the HTTP check: exec is skipped, the container rule does not match"
+            2,
+            "the HTTP and exec checks; the container rule does not match: {probes:?}"
         );
         assert!(matches!(&probes[0], Check::Http(h) if h.url == "https://web.apps.example/health"));
+        assert!(matches!(&probes[1], Check::Exec(e) if e.cmd == ["true"]));
+
+        // A Helm release has no container to run a command in.
+        let mut release = deployment();
+        release.kind = AssetKind::HelmRelease;
+        release.container = None;
+        let cfg = rules("    - exec: {command: [true]}\n");
+        assert!(
+            kube_probes(&release, &cfg.health_checks)
+                .expect("ok")
+                .is_empty()
+        );
+    }
+
+    fn exec_check(expect_exit: i64, output_contains: Option<&str>) -> health::ExecCheck {
+        health::ExecCheck {
+            cmd: vec!["cat".into(), "/version".into()],
+            timeout: Duration::from_secs(5),
+            expect_exit,
+            output_contains: output_contains.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn exec_results_are_judged_by_exit_code_and_output() {
+        let out = |code, text: &str| -> Result<ExecOutput, KubeError> {
+            Ok(ExecOutput {
+                exit_code: code,
+                output: text.into(),
+                truncated: false,
+            })
+        };
+        assert!(exec_verdict(&exec_check(0, None), &out(0, "")).0);
+        assert!(exec_verdict(&exec_check(0, Some("1.1.0")), &out(0, "version 1.1.0\n")).0);
+        let (ok, why) = exec_verdict(&exec_check(0, Some("2.0.0")), &out(0, "version 1.1.0\n"));
+        assert!(!ok);
+        assert!(why.contains("lacks \"2.0.0\""), "{why}");
+        let (ok, why) = exec_verdict(&exec_check(0, None), &out(3, ""));
+        assert!(!ok);
+        assert!(why.contains("exit code 3 (expected 0)"), "{why}");
+        assert!(exec_verdict(&exec_check(3, None), &out(3, "")).0);
+        let timed_out = Err(KubeError::Exec {
+            what: "exec in pod a/b container web".into(),
+            detail: "no exit within 5s".into(),
+        });
+        let (ok, why) = exec_verdict(&exec_check(0, None), &timed_out);
+        assert!(!ok);
+        assert!(why.contains("no exit within 5s"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn an_exec_check_without_a_workload_fails() {
+        let health = HealthConfig {
+            window: Duration::from_millis(10),
+            interval: Duration::from_millis(5),
+            failure_threshold: 2,
+            ..HealthConfig::default()
+        };
+        let mut log = Vec::new();
+        let e = run_probes(&[Check::Exec(exec_check(0, None))], None, &health, &mut log)
+            .await
+            .expect_err("nowhere to run it");
+        assert!(e.contains("no workload"), "{e}");
     }
 
     #[tokio::test]
@@ -1048,11 +1231,11 @@ mod tests {
             })
         };
         let mut log = Vec::new();
-        run_probes(&[tcp(open_port)], &health, &mut log)
+        run_probes(&[tcp(open_port)], None, &health, &mut log)
             .await
             .expect("an open port passes over the window");
         assert!(log.is_empty(), "{log:?}");
-        let e = run_probes(&[tcp(open_port), tcp(closed_port)], &health, &mut log)
+        let e = run_probes(&[tcp(open_port), tcp(closed_port)], None, &health, &mut log)
             .await
             .expect_err("a closed port fails");
         assert!(e.contains(&closed_port.to_string()), "{e}");

@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::api::{Api, AttachParams};
 use safe_updater_core::asset::AssetKind;
+use safe_updater_core::reference::ImageRef;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::discover::pod_ready;
@@ -70,12 +71,29 @@ pub fn exec_targets(pods: &[Pod], container: &str, image: &str, limit: usize) ->
     let mut names: Vec<String> = pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| runs(p, container, image) && pod_ready(p))
+        .filter(|p| runs_image(p, container, image) && pod_ready(p))
         .filter_map(|p| p.metadata.name.clone())
         .collect();
     names.sort();
     names.truncate(limit);
     names
+}
+
+/// Whether the pod runs `image` in `container`, comparing references as Docker reads them (a
+/// chart may render `docker.io/library/web:2` where the update asked for `web:2`).
+fn runs_image(pod: &Pod, container: &str, image: &str) -> bool {
+    if runs(pod, container, image) {
+        return true;
+    }
+    let familiar = |s: &str| ImageRef::parse(s).ok().map(|r| r.familiar_string());
+    let Some(want) = familiar(image) else {
+        return false;
+    };
+    pod.spec.as_ref().is_some_and(|s| {
+        s.containers.iter().any(|c| {
+            c.name == container && c.image.as_deref().and_then(familiar) == Some(want.clone())
+        })
+    })
 }
 
 /// Reads a stream to its end, keeping at most `limit` bytes.
@@ -267,6 +285,8 @@ mod tests {
             vec!["a-new", "c-new"]
         );
         assert!(exec_targets(&pods, "other", "web:2", 5).is_empty());
+        let rendered = vec![pod("a", "docker.io/library/web:2", true)];
+        assert_eq!(exec_targets(&rendered, "web", "web:2", 5), vec!["a"]);
     }
 
     #[tokio::test]
