@@ -997,6 +997,86 @@ fn configured_checks_fail_and_pass_a_kubernetes_update() {
     drop(listening);
 }
 
+/// Exec checks run in the new revision's pods through the real apiserver (kube-env's node runs
+/// the command in a container of the pod's image): a check the new image passes lets the update
+/// stand; output it lacks, or a non-zero exit, rolls the update back.
+#[test]
+fn exec_checks_in_the_new_pods_pass_and_fail_a_kubernetes_update() {
+    let Some(env) = env() else { return };
+    let dir = TempDir::new().expect("tempdir");
+    let writer = identity(env, dir.path(), "safe-updater-writer");
+    let ns = Namespace::new(env, "exec");
+    ns.apply(&deployment("web", &format!("{}:1.0.0", env.image_repo), ""));
+    let with_check = |exec: &str| {
+        config(env, dir.path(), &writer, "  enabled: true\n").replace(
+            "health: {window: 4s, interval: 500ms, failure_threshold: 3}\n",
+            &format!("health:\n  window: 2s\n  interval: 300ms\n  failure_threshold: 2\n  checks:\n    - match: {{kind: Deployment, name: web}}\n      exec: {exec}\n"),
+        )
+    };
+    let prints = |version: &str| {
+        format!(
+            "{{command: [sh, -c, 'echo version=$APP_VERSION'], output_contains: 'version={version}', timeout: 10s}}"
+        )
+    };
+    let n = ns.name.clone();
+    let list = scan_until(
+        env,
+        dir.path(),
+        &with_check(&prints("1.0.1")),
+        &["--namespace", &n, "--kind", "Deployment"],
+        |l| !l.is_empty(),
+    );
+    let id = list[0]["id"].as_str().expect("id").to_owned();
+    let image = || {
+        ns.get(
+            "deployment/web",
+            "{.spec.template.spec.containers[0].image}",
+        )
+    };
+
+    // The output lacks what the check wants: rolled back.
+    let (code, out, err) = su(
+        env,
+        dir.path(),
+        &with_check(&prints("9.9.9")),
+        &["update", &id, "--to", "1.0.1"],
+    );
+    assert_eq!(code, 1, "{out} {err}");
+    assert_eq!(out[0]["status"], "rolled_back", "{out}");
+    let detail = out[0]["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("configured checks failed")
+            && detail.contains("lacks \"version=9.9.9\"")
+            && detail.contains("version=1.0.1"),
+        "the check ran in the new image and missed: {detail}"
+    );
+    assert_eq!(image(), format!("{}:1.0.0", env.image_repo));
+
+    // The new image prints its own version: the update stands.
+    let (code, out, err) = su(
+        env,
+        dir.path(),
+        &with_check(&prints("1.0.1")),
+        &["update", &id, "--to", "1.0.1"],
+    );
+    assert_eq!(code, 0, "{out} {err}");
+    assert_eq!(out[0]["status"], "succeeded", "{out}");
+    assert_eq!(image(), format!("{}:1.0.1", env.image_repo));
+
+    // A non-zero exit: rolled back to 1.0.1.
+    let (code, out, err) = su(
+        env,
+        dir.path(),
+        &with_check("{command: [sh, -c, 'exit 2'], timeout: 10s}"),
+        &["update", &id, "--to", "1.1.0"],
+    );
+    assert_eq!(code, 1, "{out} {err}");
+    assert_eq!(out[0]["status"], "rolled_back", "{out}");
+    let detail = out[0]["detail"].as_str().expect("detail");
+    assert!(detail.contains("exit code 2 (expected 0)"), "{detail}");
+    assert_eq!(image(), format!("{}:1.0.1", env.image_repo));
+}
+
 #[test]
 fn read_only_mode_refuses_update_with_a_clear_error() {
     let Some(env) = env() else { return };

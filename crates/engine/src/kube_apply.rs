@@ -153,7 +153,7 @@ async fn find_release(
 
 /// The configured HTTP, TCP and exec checks matching a Kubernetes asset. HTTP and TCP checks
 /// must name a literal address (a Service, an Ingress): the `{container_ip}`-style placeholders
-/// name a Docker container. Exec checks run in the workload's pods ([`ExecIn`]); a Helm release
+/// name a Docker container. Exec checks run in the workload's pods; a Helm release
 /// (no container of its own) and an init container (not running once the pod is) skip them.
 pub fn kube_probes(
     asset: &Asset,
