@@ -246,13 +246,17 @@ mod tests {
         };
         assert!(
             exit_code(&no_code)
-                .unwrap_err()
+                .expect_err("no exit code")
                 .contains("without an exit code")
         );
         let internal = status(serde_json::json!({
             "status": "Failure", "reason": "InternalError",
             "message": "error executing command in container: container \"x\" not found"}));
-        assert!(exit_code(&internal).unwrap_err().contains("not found"));
+        assert!(
+            exit_code(&internal)
+                .expect_err("no exit code")
+                .contains("not found")
+        );
     }
 
     fn pod(name: &str, image: &str, ready: bool) -> Pod {
