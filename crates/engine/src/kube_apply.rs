@@ -280,7 +280,7 @@ async fn exec_round(place: &ExecIn<'_>, check: &health::ExecCheck) -> (bool, Str
 }
 
 /// Probes the checks each `interval` for `window`; fails after `failure_threshold` failed
-/// rounds in a row. Exec checks need `exec` (they fail without it).
+/// rounds in a row, and passes only on a passing round. Exec checks need `exec` (they fail without it).
 async fn run_probes(
     probes: &[Check],
     exec: Option<&ExecIn<'_>>,
@@ -315,7 +315,9 @@ async fn run_probes(
                 return Err(failures.join("; "));
             }
         }
-        if tokio::time::Instant::now() >= deadline {
+        // A window that ends on a failed round goes on until a round passes or the threshold is
+        // reached: slow rounds (exec in several pods) must not outlast the window into a pass.
+        if tokio::time::Instant::now() >= deadline && bad == 0 {
             return Ok(());
         }
         tokio::time::sleep(h.interval.min(Duration::from_secs(60))).await;
@@ -1240,6 +1242,18 @@ mod tests {
             .expect_err("a closed port fails");
         assert!(e.contains(&closed_port.to_string()), "{e}");
         assert_eq!(log.len(), 3, "failed rounds up to the threshold: {log:?}");
+
+        // A window shorter than one round still needs the threshold's rounds to pass.
+        let short = HealthConfig {
+            window: Duration::ZERO,
+            ..health.clone()
+        };
+        let mut log = Vec::new();
+        let e = run_probes(&[tcp(closed_port)], None, &short, &mut log)
+            .await
+            .expect_err("a failing check never passes when the window ends");
+        assert!(e.contains(&closed_port.to_string()), "{e}");
+        assert_eq!(log.len(), 3, "{log:?}");
     }
 
     #[test]
