@@ -153,19 +153,24 @@ async fn find_release(
 
 /// The configured HTTP, TCP and exec checks matching a Kubernetes asset. HTTP and TCP checks
 /// must name a literal address (a Service, an Ingress): the `{container_ip}`-style placeholders
-/// name a Docker container. Exec checks run in the workload's pods; a Helm release
-/// (no container of its own) and an init container (not running once the pod is) skip them.
+/// name a Docker container. Exec checks run in the workload's pods; a Helm release, a (Cron)Job
+/// and an init container skip them.
 pub fn kube_probes(
     asset: &Asset,
     rules: &[safe_updater_core::health::CheckRule],
 ) -> Result<Vec<Check>, String> {
     let mut out = Vec::new();
-    let init = KubeExtra::from_asset(asset).is_some_and(|x| x.init_container);
+    // A release has no container of its own; an init container and a (Cron)Job's pods run to
+    // completion, so no Ready pod would be there to run a command in.
+    let no_exec = matches!(
+        asset.kind,
+        AssetKind::HelmRelease | AssetKind::CronJob | AssetKind::Job
+    ) || KubeExtra::from_asset(asset).is_some_and(|x| x.init_container);
     for check in checks_for(asset, rules)? {
         match &check {
             Check::Docker => {}
-            Check::Exec(e) if asset.kind == AssetKind::HelmRelease || init => {
-                tracing::info!(asset = %asset.id, command = ?e.cmd, "exec checks run in a workload's running container; not run for a Helm release or an init container");
+            Check::Exec(e) if no_exec => {
+                tracing::info!(asset = %asset.id, command = ?e.cmd, "exec checks run in a workload's running container; not run for a Helm release, a (Cron)Job or an init container");
             }
             Check::Http(h) if h.url.contains('{') => {
                 return Err(format!(
