@@ -13,139 +13,20 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command as Bin;
 use serde_json::Value;
 use tempfile::TempDir;
 
-struct Env {
-    admin_kubeconfig: PathBuf,
-    kubectl: PathBuf,
-    helm: PathBuf,
-    kube_env: Option<PathBuf>,
-    chart_repo: String,
-    chart_user: String,
-    chart_password: String,
-    chart_oci: String,
-    image_repo: String,
-    registry_basic: String,
-    registry_user: String,
-    registry_password: String,
-}
-
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-fn env() -> Option<&'static Env> {
-    static ENV: OnceLock<Option<Env>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let Some(kubeconfig) = var("SAFE_UPDATER_E2E_KUBECONFIG") else {
-            eprintln!("SKIP: SAFE_UPDATER_E2E_KUBECONFIG is unset (eval \"$(scripts/dev-env env)\"; eval \"$(scripts/kube-env env)\" to run against the local cluster)");
-            return None;
-        };
-        let need = |n: &str| var(n).unwrap_or_else(|| panic!("SAFE_UPDATER_E2E_KUBECONFIG is set but {n} is not"));
-        let open = var("SAFE_UPDATER_E2E_REGISTRY_OPEN").unwrap_or_else(|| "127.0.0.1:5001".into());
-        Some(Env {
-            admin_kubeconfig: kubeconfig.into(),
-            kubectl: var("SAFE_UPDATER_E2E_KUBECTL").unwrap_or_else(|| "kubectl".into()).into(),
-            helm: var("SAFE_UPDATER_E2E_HELM").unwrap_or_else(|| "helm".into()).into(),
-            kube_env: var("SAFE_UPDATER_E2E_KUBE_ENV").map(PathBuf::from),
-            chart_repo: need("SAFE_UPDATER_E2E_CHART_REPO"),
-            chart_user: need("SAFE_UPDATER_E2E_CHART_REPO_USER"),
-            chart_password: need("SAFE_UPDATER_E2E_CHART_REPO_PASSWORD"),
-            chart_oci: need("SAFE_UPDATER_E2E_CHART_OCI"),
-            image_repo: format!("{open}/demo/web"),
-            registry_basic: need("SAFE_UPDATER_E2E_REGISTRY_BASIC"),
-            registry_user: need("SAFE_UPDATER_E2E_REGISTRY_USER"),
-            registry_password: need("SAFE_UPDATER_E2E_REGISTRY_PASSWORD"),
-        })
-    })
-    .as_ref()
-}
-
-/// Runs an admin tool (fixtures only) with `stdin` when given; panics on failure.
-fn run(program: &Path, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> String {
-    let mut cmd = Command::new(program);
-    cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("fixture tool runs");
-    if let Some(text) = stdin {
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(text.as_bytes())
-            .expect("write stdin");
-    }
-    let out = child.wait_with_output().expect("fixture tool finishes");
-    assert!(
-        out.status.success(),
-        "{} {args:?} failed: {}",
-        program.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn kubectl(env: &Env, args: &[&str], stdin: Option<&str>) -> String {
-    run(&env.kubectl, &env.admin_kubeconfig, args, stdin)
-}
-
-/// The shipped roles, applied once per test run: read-only bound to `safe-updater/safe-updater`,
-/// update bound to `safe-updater/safe-updater-writer` (as `crates/kube/tests/cluster_e2e.rs`).
-fn apply_rbac(env: &Env) {
-    static RBAC: OnceLock<()> = OnceLock::new();
-    RBAC.get_or_init(|| {
-        let rbac = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rbac");
-        let read_only =
-            std::fs::read_to_string(rbac.join("read-only.yaml")).expect("read-only.yaml");
-        kubectl(env, &["apply", "-f", "-"], Some(&read_only));
-        let update = std::fs::read_to_string(rbac.join("update.yaml")).expect("update.yaml");
-        let update: Vec<String> = update
-            .split("\n---")
-            .map(|doc| {
-                if doc.contains("kind: ServiceAccount") || doc.contains("kind: ClusterRoleBinding")
-                {
-                    doc.replace("name: safe-updater\n", "name: safe-updater-writer\n")
-                } else {
-                    doc.to_owned()
-                }
-            })
-            .collect();
-        kubectl(env, &["apply", "-f", "-"], Some(&update.join("\n---")));
-    });
-}
+#[path = "../../kube/tests/support/cluster.rs"]
+mod cluster;
+use cluster::{Env, Namespace, env, kubectl, run};
 
 /// A kubeconfig of one service account of the shipped roles (`safe-updater` read-only,
 /// `safe-updater-writer` update), in `dir`.
 fn identity(env: &Env, dir: &Path, sa: &str) -> PathBuf {
-    apply_rbac(env);
-    let Some(script) = &env.kube_env else {
-        eprintln!(
-            "NOTE: SAFE_UPDATER_E2E_KUBE_ENV unset: running as the admin kubeconfig, not the shipped roles"
-        );
-        return env.admin_kubeconfig.clone();
-    };
-    let out = dir.join(format!("{sa}.kubeconfig"));
-    let status = Command::new(script)
-        .args(["sa-kubeconfig", "safe-updater", sa])
-        .arg(&out)
-        .arg("1h")
-        .stdout(Stdio::null())
-        .status()
-        .expect("kube-env sa-kubeconfig runs");
-    assert!(status.success(), "kube-env sa-kubeconfig {sa} failed");
-    out
+    cluster::sa_kubeconfig(env, dir, sa)
 }
 
 fn current_context(env: &Env, kubeconfig: &Path) -> String {
@@ -159,27 +40,7 @@ fn current_context(env: &Env, kubeconfig: &Path) -> String {
     .to_owned()
 }
 
-/// A namespace of the test's own, deleted when dropped.
-struct Namespace<'a> {
-    env: &'a Env,
-    name: String,
-}
-
-impl<'a> Namespace<'a> {
-    fn new(env: &'a Env, test: &str) -> Namespace<'a> {
-        let name = format!("su-cli-{test}-{}", std::process::id());
-        kubectl(env, &["create", "namespace", &name], None);
-        Namespace { env, name }
-    }
-
-    fn apply(&self, yaml: &str) {
-        kubectl(
-            self.env,
-            &["apply", "-n", &self.name, "-f", "-"],
-            Some(yaml),
-        );
-    }
-
+impl Namespace<'_> {
     fn get(&self, what: &str, jsonpath: &str) -> String {
         kubectl(
             self.env,
@@ -216,16 +77,6 @@ impl<'a> Namespace<'a> {
             args.push("--plain-http");
         }
         run(&self.env.helm, &self.env.admin_kubeconfig, &args, None);
-    }
-}
-
-impl Drop for Namespace<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.env.kubectl)
-            .arg("--kubeconfig")
-            .arg(&self.env.admin_kubeconfig)
-            .args(["delete", "namespace", &self.name, "--wait=false"])
-            .output();
     }
 }
 
@@ -312,7 +163,7 @@ fn scan_discovers_every_kind_and_a_release_and_the_flags_narrow_it() {
     let dir = TempDir::new().expect("tempdir");
     let reader = identity(env, dir.path(), "safe-updater");
     let ctx = current_context(env, &reader);
-    let ns = Namespace::new(env, "scan");
+    let ns = Namespace::new(env, "su-cli", "scan");
     let image = format!("{}:1.0.0", env.image_repo);
     ns.apply(&deployment("web", &image, ""));
     ns.apply(&format!(
@@ -441,7 +292,7 @@ fn check_finds_a_private_patch_with_only_the_pods_pull_secrets() {
     let Some(env) = env() else { return };
     let dir = TempDir::new().expect("tempdir");
     let reader = identity(env, dir.path(), "safe-updater");
-    let ns = Namespace::new(env, "pull");
+    let ns = Namespace::new(env, "su-cli", "pull");
     kubectl(
         env,
         &[
@@ -529,7 +380,7 @@ fn update_rolls_out_a_patch_rolls_back_a_bad_one_and_rollback_restores() {
     let Some(env) = env() else { return };
     let dir = TempDir::new().expect("tempdir");
     let writer = identity(env, dir.path(), "safe-updater-writer");
-    let ns = Namespace::new(env, "update");
+    let ns = Namespace::new(env, "su-cli", "update");
     ns.apply(&deployment("web", &format!("{}:1.0.0", env.image_repo), ""));
     let cfg = config(env, dir.path(), &writer, "  enabled: true\n");
     let n = ns.name.clone();
@@ -618,7 +469,7 @@ fn an_update_killed_mid_rollout_is_restored_on_the_next_start() {
     let Some(env) = env() else { return };
     let dir = TempDir::new().expect("tempdir");
     let writer = identity(env, dir.path(), "safe-updater-writer");
-    let ns = Namespace::new(env, "crash");
+    let ns = Namespace::new(env, "su-cli", "crash");
     let image = format!("{}:1.0.0", env.image_repo);
     ns.apply(&deployment("web", &image, ""));
     // A long window, so the process is surely still verifying when it is killed.
@@ -703,7 +554,7 @@ fn helm_chart_upgrade_a_bad_upgrade_rolled_back_and_helm_rollback() {
     let Some(env) = env() else { return };
     let dir = TempDir::new().expect("tempdir");
     let writer = identity(env, dir.path(), "safe-updater-writer");
-    let ns = Namespace::new(env, "helm");
+    let ns = Namespace::new(env, "su-cli", "helm");
     ns.install_chart("rel", "0.1.0");
     let cfg = config(env, dir.path(), &writer, "");
     let n = ns.name.clone();
@@ -869,7 +720,7 @@ fn run_once_updates_kubernetes_by_policy() {
     let Some(env) = env() else { return };
     let dir = TempDir::new().expect("tempdir");
     let writer = identity(env, dir.path(), "safe-updater-writer");
-    let ns = Namespace::new(env, "run");
+    let ns = Namespace::new(env, "su-cli", "run");
     ns.apply(&deployment("web", &format!("{}:1.0.0", env.image_repo), ""));
     let cfg = format!(
         "{}docker:\n  engines:\n    - name: none\n      host: unix:///nonexistent/docker.sock\n",
@@ -940,7 +791,7 @@ fn configured_checks_fail_and_pass_a_kubernetes_update() {
     let Some(env) = env() else { return };
     let dir = TempDir::new().expect("tempdir");
     let writer = identity(env, dir.path(), "safe-updater-writer");
-    let ns = Namespace::new(env, "checks");
+    let ns = Namespace::new(env, "su-cli", "checks");
     ns.apply(&deployment("web", &format!("{}:1.0.0", env.image_repo), ""));
     let listening = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let open_port = listening.local_addr().expect("addr").port();
@@ -1005,7 +856,7 @@ fn exec_checks_in_the_new_pods_pass_and_fail_a_kubernetes_update() {
     let Some(env) = env() else { return };
     let dir = TempDir::new().expect("tempdir");
     let writer = identity(env, dir.path(), "safe-updater-writer");
-    let ns = Namespace::new(env, "exec");
+    let ns = Namespace::new(env, "su-cli", "exec");
     ns.apply(&deployment("web", &format!("{}:1.0.0", env.image_repo), ""));
     let with_check = |exec: &str| {
         config(env, dir.path(), &writer, "  enabled: true\n").replace(
@@ -1083,7 +934,7 @@ fn read_only_mode_refuses_update_with_a_clear_error() {
     let dir = TempDir::new().expect("tempdir");
     // Even with the update role bound, read_only keeps safe-updater from writing.
     let writer = identity(env, dir.path(), "safe-updater-writer");
-    let ns = Namespace::new(env, "ro");
+    let ns = Namespace::new(env, "su-cli", "ro");
     let image = format!("{}:1.0.0", env.image_repo);
     ns.apply(&deployment("web", &image, ""));
     let cfg = config(

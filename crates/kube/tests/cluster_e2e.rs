@@ -11,7 +11,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -27,84 +26,9 @@ use safe_updater_kube::update::{
 use safe_updater_kube::{ConnectOptions, DiscoveryFilter, KubeError, KubeTarget, Mode};
 use safe_updater_registry::{ClientConfig, DockerConfigLocation, RegistryClient, Secret};
 
-struct Env {
-    admin_kubeconfig: PathBuf,
-    kubectl: PathBuf,
-    helm: PathBuf,
-    kube_env: Option<PathBuf>,
-    chart_repo: String,
-    chart_user: String,
-    chart_password: String,
-    chart_oci: String,
-    /// The open registry the demo/web image is pulled from (`127.0.0.1:5001`).
-    image_repo: String,
-    registry_basic: String,
-    registry_user: String,
-    registry_password: String,
-}
-
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-fn env() -> Option<&'static Env> {
-    static ENV: OnceLock<Option<Env>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let Some(kubeconfig) = var("SAFE_UPDATER_E2E_KUBECONFIG") else {
-            eprintln!("SKIP: SAFE_UPDATER_E2E_KUBECONFIG is unset (eval \"$(scripts/kube-env env)\" and \"$(scripts/dev-env env)\" to run against the local cluster)");
-            return None;
-        };
-        let need = |n: &str| var(n).unwrap_or_else(|| panic!("SAFE_UPDATER_E2E_KUBECONFIG is set but {n} is not"));
-        let open = var("SAFE_UPDATER_E2E_REGISTRY_OPEN").unwrap_or_else(|| "127.0.0.1:5001".into());
-        Some(Env {
-            admin_kubeconfig: kubeconfig.into(),
-            kubectl: var("SAFE_UPDATER_E2E_KUBECTL").unwrap_or_else(|| "kubectl".into()).into(),
-            helm: var("SAFE_UPDATER_E2E_HELM").unwrap_or_else(|| "helm".into()).into(),
-            kube_env: var("SAFE_UPDATER_E2E_KUBE_ENV").map(PathBuf::from),
-            chart_repo: need("SAFE_UPDATER_E2E_CHART_REPO"),
-            chart_user: need("SAFE_UPDATER_E2E_CHART_REPO_USER"),
-            chart_password: need("SAFE_UPDATER_E2E_CHART_REPO_PASSWORD"),
-            chart_oci: need("SAFE_UPDATER_E2E_CHART_OCI"),
-            image_repo: format!("{open}/demo/web"),
-            registry_basic: need("SAFE_UPDATER_E2E_REGISTRY_BASIC"),
-            registry_user: need("SAFE_UPDATER_E2E_REGISTRY_USER"),
-            registry_password: need("SAFE_UPDATER_E2E_REGISTRY_PASSWORD"),
-        })
-    })
-    .as_ref()
-}
-
-/// Runs admin kubectl (fixtures only), with `stdin` when given; panics on failure.
-fn kubectl(env: &Env, args: &[&str], stdin: Option<&str>) -> String {
-    let mut cmd = Command::new(&env.kubectl);
-    cmd.arg("--kubeconfig")
-        .arg(&env.admin_kubeconfig)
-        .args(args);
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("kubectl runs");
-    if let Some(text) = stdin {
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(text.as_bytes())
-            .expect("write stdin");
-    }
-    let out = child.wait_with_output().expect("kubectl finishes");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+#[path = "support/cluster.rs"]
+mod cluster;
+use cluster::{Env, Namespace, env, kubectl};
 
 /// The two identities the code runs as: the read-only role's service account
 /// (`safe-updater/safe-updater`, as shipped) and one bound to the update role.
@@ -114,99 +38,16 @@ struct Identities {
     _dir: tempfile::TempDir,
 }
 
-/// Applies the shipped roles once per test run (the update role bound to a second account, so
-/// both identities exist at once).
-fn apply_rbac(env: &Env) {
-    static RBAC: OnceLock<()> = OnceLock::new();
-    RBAC.get_or_init(|| {
-        let rbac = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rbac");
-        let read_only =
-            std::fs::read_to_string(rbac.join("read-only.yaml")).expect("read-only.yaml");
-        kubectl(env, &["apply", "-f", "-"], Some(&read_only));
-        let update = std::fs::read_to_string(rbac.join("update.yaml")).expect("update.yaml");
-        let update: Vec<String> = update
-            .split("\n---")
-            .map(|doc| {
-                if doc.contains("kind: ServiceAccount") || doc.contains("kind: ClusterRoleBinding")
-                {
-                    doc.replace("name: safe-updater\n", "name: safe-updater-writer\n")
-                } else {
-                    doc.to_owned()
-                }
-            })
-            .collect();
-        kubectl(env, &["apply", "-f", "-"], Some(&update.join("\n---")));
-    });
-}
-
 /// Kubeconfigs of both identities, with short-lived tokens, in a directory removed when the
 /// test ends.
 fn identities(env: &Env) -> Identities {
-    apply_rbac(env);
     let dir = tempfile::tempdir().expect("tempdir");
-    let make = |sa: &str| -> PathBuf {
-        let out = dir.path().join(format!("{sa}.kubeconfig"));
-        match &env.kube_env {
-            Some(script) => {
-                let status = Command::new(script)
-                    .args(["sa-kubeconfig", "safe-updater", sa])
-                    .arg(&out)
-                    .arg("1h")
-                    .stdout(Stdio::null())
-                    .status()
-                    .expect("kube-env sa-kubeconfig runs");
-                assert!(
-                    status.success(),
-                    "kube-env sa-kubeconfig safe-updater {sa} failed"
-                );
-                out
-            }
-            None => {
-                eprintln!(
-                    "NOTE: SAFE_UPDATER_E2E_KUBE_ENV unset: running as the admin kubeconfig, not the shipped roles"
-                );
-                env.admin_kubeconfig.clone()
-            }
-        }
-    };
-    let read_only = make("safe-updater");
-    let update = make("safe-updater-writer");
+    let read_only = cluster::sa_kubeconfig(env, dir.path(), "safe-updater");
+    let update = cluster::sa_kubeconfig(env, dir.path(), "safe-updater-writer");
     Identities {
         read_only,
         update,
         _dir: dir,
-    }
-}
-
-/// A namespace of the test's own, deleted when dropped.
-struct Namespace<'a> {
-    env: &'a Env,
-    name: String,
-}
-
-impl<'a> Namespace<'a> {
-    fn new(env: &'a Env, test: &str) -> Namespace<'a> {
-        let name = format!("su-e2e-{test}-{}", std::process::id());
-        kubectl(env, &["create", "namespace", &name], None);
-        Namespace { env, name }
-    }
-
-    fn apply(&self, yaml: &str) {
-        kubectl(
-            self.env,
-            &["apply", "-n", &self.name, "-f", "-"],
-            Some(yaml),
-        );
-    }
-}
-
-impl Drop for Namespace<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.env.kubectl)
-            .arg("--kubeconfig")
-            .arg(&self.env.admin_kubeconfig)
-            .args(["delete", "namespace", &self.name, "--wait=false"])
-            .output();
     }
 }
 
@@ -328,7 +169,7 @@ fn oci_source(env: &Env) -> ChartSource {
 async fn discovers_every_kind_and_a_helm_release_as_the_read_only_role() {
     let Some(env) = env() else { return };
     let ids = identities(env);
-    let ns = Namespace::new(env, "discover");
+    let ns = Namespace::new(env, "su-e2e", "discover");
     let image = format!("{}:1.0.0", env.image_repo);
     ns.apply(&deployment_yaml(
         "web",
@@ -477,7 +318,7 @@ async fn discovers_every_kind_and_a_helm_release_as_the_read_only_role() {
 async fn patch_update_rolls_out_and_records_the_change() {
     let Some(env) = env() else { return };
     let ids = identities(env);
-    let ns = Namespace::new(env, "patch");
+    let ns = Namespace::new(env, "su-e2e", "patch");
     ns.apply(&deployment_yaml(
         "web",
         &format!("{}:1.0.0", env.image_repo),
@@ -546,7 +387,7 @@ async fn patch_update_rolls_out_and_records_the_change() {
 async fn a_bad_update_is_rolled_back_to_the_previous_template() {
     let Some(env) = env() else { return };
     let ids = identities(env);
-    let ns = Namespace::new(env, "bad");
+    let ns = Namespace::new(env, "su-e2e", "bad");
     ns.apply(&deployment_yaml(
         "web",
         &format!("{}:1.0.1", env.image_repo),
@@ -600,7 +441,7 @@ async fn a_bad_update_is_rolled_back_to_the_previous_template() {
 async fn helm_chart_upgrade_and_a_bad_upgrade_rolled_back() {
     let Some(env) = env() else { return };
     let ids = identities(env);
-    let ns = Namespace::new(env, "helm");
+    let ns = Namespace::new(env, "su-e2e", "helm");
     let helm = install_chart(env, &ids.update, &ns.name, "web", "0.1.0", repo_source(env)).await;
     let t = target(&ids.update, Mode::Update).await;
     let release_id = format!("k8s/{}/{}/HelmRelease/web", t.context(), ns.name);
@@ -737,7 +578,7 @@ async fn helm_chart_upgrade_and_a_bad_upgrade_rolled_back() {
 async fn helm_rollback_after_someone_else_changed_the_objects() {
     let Some(env) = env() else { return };
     let ids = identities(env);
-    let ns = Namespace::new(env, "conflict");
+    let ns = Namespace::new(env, "su-e2e", "conflict");
     let helm = install_chart(env, &ids.update, &ns.name, "web", "0.1.0", oci_source(env)).await;
     let t = target(&ids.update, Mode::Update).await;
     let req = UpgradeRequest {
@@ -804,7 +645,7 @@ async fn helm_rollback_after_someone_else_changed_the_objects() {
 async fn pull_credentials_come_from_the_workloads_image_pull_secrets() {
     let Some(env) = env() else { return };
     let ids = identities(env);
-    let ns = Namespace::new(env, "pull");
+    let ns = Namespace::new(env, "su-e2e", "pull");
     kubectl(
         env,
         &[
@@ -864,7 +705,7 @@ async fn pull_credentials_come_from_the_workloads_image_pull_secrets() {
 async fn a_helm_managed_image_is_updated_through_helm_and_never_patched() {
     let Some(env) = env() else { return };
     let ids = identities(env);
-    let ns = Namespace::new(env, "helmimage");
+    let ns = Namespace::new(env, "su-e2e", "helmimage");
     let helm = install_chart(env, &ids.update, &ns.name, "web", "0.1.0", oci_source(env)).await;
     let t = target(&ids.update, Mode::Update).await;
     let mut filter = only(&ns.name);
@@ -953,7 +794,7 @@ async fn a_helm_managed_image_is_updated_through_helm_and_never_patched() {
 async fn daemonset_and_cronjob_images_are_patched_and_jobs_refused() {
     let Some(env) = env() else { return };
     let ids = identities(env);
-    let ns = Namespace::new(env, "kinds");
+    let ns = Namespace::new(env, "su-e2e", "kinds");
     let image = format!("{}:1.0.0", env.image_repo);
     ns.apply(&format!(
         "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: agent}}\nspec:\n  selector: {{matchLabels: {{app: agent}}}}\n  template:\n    metadata: {{labels: {{app: agent}}}}\n    spec:\n      containers: [{{name: agent, image: \"{image}\"}}]\n---\napiVersion: batch/v1\nkind: CronJob\nmetadata: {{name: nightly}}\nspec:\n  schedule: \"0 3 * * *\"\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers: [{{name: task, image: \"{image}\"}}]\n---\napiVersion: batch/v1\nkind: Job\nmetadata: {{name: once}}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{{name: task, image: \"{image}\"}}]\n"
@@ -1051,7 +892,7 @@ fn helm_fixture(env: &Env, home: &Path, args: &[&str], stdin: Option<&str>) {
 async fn a_chart_from_a_private_oci_registry_with_credentials() {
     let Some(env) = env() else { return };
     let ids = identities(env);
-    let ns = Namespace::new(env, "privoci");
+    let ns = Namespace::new(env, "su-e2e", "privoci");
     // Fixture: demo-web 0.1.1 copied into the basic-auth registry under a repository of this run.
     let home = tempfile::tempdir().expect("tempdir");
     let h = home.path();
@@ -1185,7 +1026,7 @@ async fn a_chart_from_a_private_oci_registry_with_credentials() {
 async fn exec_in_the_new_pods_as_the_update_role_and_never_read_only() {
     let Some(env) = env() else { return };
     let ids = identities(env);
-    let ns = Namespace::new(env, "exec");
+    let ns = Namespace::new(env, "su-e2e", "exec");
     let image = format!("{}:1.1.0", env.image_repo);
     ns.apply(&deployment_yaml("web", &image, ""));
     let t = target(&ids.update, Mode::Update).await;
