@@ -1051,6 +1051,40 @@ pub async fn run_kube_once(
     actor: &str,
     correlation_id: &str,
 ) -> Result<KubeRunReport, EngineError> {
+    run_kube_observed(
+        config,
+        store,
+        session,
+        now,
+        actor,
+        correlation_id,
+        &mut |_| {},
+    )
+    .await
+}
+
+/// One update [`run_kube_observed`] carried out, as it finished.
+#[derive(Debug)]
+pub struct KubeApplied<'a> {
+    pub asset: &'a Asset,
+    /// The change class of the update (`patch`, `minor`, ...).
+    pub change: &'a str,
+    pub outcome: &'a ApplyOutcome,
+    pub elapsed: std::time::Duration,
+}
+
+/// [`run_kube_once`], telling `observe` about each update as it finishes, so that a caller
+/// (the daemon) can count and announce it at once rather than after the whole cycle.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_kube_observed(
+    config: &Config,
+    store: &mut Store,
+    session: &KubeSession,
+    now: Timestamp,
+    actor: &str,
+    correlation_id: &str,
+    observe: &mut (dyn FnMut(KubeApplied<'_>) + Send),
+) -> Result<KubeRunReport, EngineError> {
     let recovered = recover_kube(config, store, session, actor).await?;
     let scan = crate::kube::scan_session(store, session, now, actor).await?;
     let check =
@@ -1063,31 +1097,37 @@ pub async fn run_kube_once(
         for c in &check.checks {
             let Some(e) = &c.evaluation else { continue };
             let Some(target) = &e.act_on else { continue };
-            if !e
+            let Some(chosen) = e
                 .candidates
                 .iter()
-                .any(|x| &x.tag == target && x.decision == Decision::Approve)
-            {
+                .find(|x| &x.tag == target && x.decision == Decision::Approve)
+            else {
                 continue;
-            }
+            };
             let Some(asset) = store.get_asset(&c.asset_id)? else {
                 continue;
             };
             if asset.kind == AssetKind::Job {
                 continue;
             }
-            applied.push(
-                apply_kube(
-                    config,
-                    store,
-                    session,
-                    &asset,
-                    target,
-                    actor,
-                    correlation_id,
-                )
-                .await?,
-            );
+            let started = std::time::Instant::now();
+            let outcome = apply_kube(
+                config,
+                store,
+                session,
+                &asset,
+                target,
+                actor,
+                correlation_id,
+            )
+            .await?;
+            observe(KubeApplied {
+                asset: &asset,
+                change: &chosen.change,
+                outcome: &outcome,
+                elapsed: started.elapsed(),
+            });
+            applied.push(outcome);
         }
     }
     Ok(KubeRunReport {

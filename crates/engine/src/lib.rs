@@ -24,7 +24,10 @@ mod settings;
 
 pub use apply::{ApplyOutcome, ApplySettings, Recovery, apply, pull_auth, pull_auths, recover};
 pub use check::{AssetCheck, CheckReport, check, check_some};
-pub use kube_apply::{KubeRunReport, apply_kube, recover_kube, rollback_kube, run_kube_once};
+pub use kube_apply::{
+    KubeApplied, KubeRunReport, apply_kube, recover_kube, rollback_kube, run_kube_observed,
+    run_kube_once,
+};
 pub use kube_check::check_kube;
 pub use kube_session::{KubeOverrides, KubeSession};
 pub use operator::{OperatorError, PendingApproval};
