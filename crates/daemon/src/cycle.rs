@@ -1,5 +1,8 @@
-//! One daemon cycle: recover, scan, check what is due, apply what policy allows with the
-//! concurrency limit, record metrics and send notifications. Errors end the cycle with a log
+//! One daemon cycle: recover, scan, check what is due (and every asset with queued work), queue
+//! what policy approves, run the queued entries that policy still approves with the
+//! concurrency limit, record metrics and send notifications. Memory stays proportional to the
+//! work in flight, not to the inventory: the check report is dropped before the assets of the
+//! work are read, and an update's task is spawned only once it has a concurrency permit. Errors end the cycle with a log
 //! line; the next cycle starts afresh.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -176,26 +179,43 @@ async fn run_inner(
     record_inventory(shared, &store, &report);
     notify_new_reviews(shared, &mut store, now);
 
-    // Queue what policy approves now, then take from the queue what may run now.
+    // Queue what policy approves now, then take from the queue what may run now. The report
+    // is dropped before the assets of that work are read: the two are never held together.
     enqueue_approved(&mut store, &report, &scope, now, cid)?;
-    let mut todo = runnable(&mut store, &report, now)?;
+    let entries = runnable(&mut store, &report, now)?;
     let checked = report.checks.len();
     drop(report);
-
-    let todo_assets: Vec<Asset> = todo.iter().map(|(_, a)| a.clone()).collect();
-    let mut groups = safe_updater_engine::dependency_groups(&todo_assets);
+    let mut work_entries = Vec::with_capacity(entries.len());
+    let mut work_assets = Vec::with_capacity(entries.len());
+    for entry in entries {
+        if let Some(asset) = store
+            .get_asset(&entry.asset_id)
+            .map_err(|e| e.to_string())?
+        {
+            work_entries.push(entry);
+            work_assets.push(asset);
+        }
+    }
+    let mut groups = safe_updater_engine::dependency_groups(&work_assets);
     groups.sort_by_key(|g| {
-        let p = g.iter().map(|&i| todo[i].0.priority).max().unwrap_or(0);
+        let p = g
+            .iter()
+            .map(|&i| work_entries[i].priority)
+            .max()
+            .unwrap_or(0);
         let r = g
             .iter()
-            .map(|&i| change_rank(&todo[i].0.change))
+            .map(|&i| change_rank(&work_entries[i].change))
             .min()
             .unwrap_or(4);
-        (std::cmp::Reverse(p), r, todo[g[0]].1.id.clone())
+        (std::cmp::Reverse(p), r, work_assets[g[0]].id.clone())
     });
-    let auth = safe_updater_engine::pull_auths(&client, &todo_assets).await;
-    drop(todo_assets);
-    let mut slots: Vec<Option<(QueueEntry, Asset)>> = todo.drain(..).map(Some).collect();
+    let auth = safe_updater_engine::pull_auths(&client, &work_assets).await;
+    let mut slots: Vec<Option<(QueueEntry, Asset)>> = work_entries
+        .into_iter()
+        .zip(work_assets)
+        .map(Some)
+        .collect();
     let limit = Arc::new(Semaphore::new(cfg.daemon.concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     let cfg_arc = Arc::new(cfg.clone());
@@ -337,7 +357,7 @@ fn runnable(
     store: &mut Store,
     report: &CheckReport,
     now: Timestamp,
-) -> Result<Vec<(QueueEntry, Asset)>, String> {
+) -> Result<Vec<QueueEntry>, String> {
     let by_id: HashMap<&str, &AssetCheck> = report
         .checks
         .iter()
@@ -377,13 +397,7 @@ fn runnable(
         if e.act_on.as_deref() == Some(entry.target.as_str())
             && cand.is_some_and(|c| c.decision == Verdict::Approve)
         {
-            let Some(asset) = store
-                .get_asset(&entry.asset_id)
-                .map_err(|e| e.to_string())?
-            else {
-                continue;
-            };
-            out.push((entry, asset));
+            out.push(entry);
             continue;
         }
         match cand {
