@@ -21,11 +21,6 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::output::OutputFormat;
 
-// mimalloc returns freed memory to the system; glibc's per-thread arenas kept tens of MiB the
-// daemon had freed after a cycle (its benchmark: crates/daemon/benches/daemon_memory.rs).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Keeps Docker containers, Kubernetes workloads and Helm releases up to date, safely.
 ///
 /// safe-updater finds what runs, asks registries what newer versions exist, decides by

@@ -22,10 +22,6 @@ use safe_updater_store::Store;
 
 const ASSETS: usize = 10_000;
 
-// The allocator of the `safe-updater` binary, so that this measures what the daemon would hold.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
