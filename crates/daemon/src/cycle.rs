@@ -177,7 +177,6 @@ async fn run_inner(
         }
     }
     record_inventory(shared, &store, &report);
-    notify_new_reviews(shared, &mut store, now);
 
     // Queue what policy approves now, then take from the queue what may run now. The report
     // is dropped before the assets of that work are read: the two are never held together.
@@ -185,6 +184,8 @@ async fn run_inner(
     let entries = runnable(&mut store, &report, now)?;
     let checked = report.checks.len();
     drop(report);
+    // After the report is gone: the review list is as long as the inventory can be.
+    notify_new_reviews(shared, &mut store, now);
     let mut work_entries = Vec::with_capacity(entries.len());
     let mut work_assets = Vec::with_capacity(entries.len());
     for entry in entries {
