@@ -9,6 +9,9 @@
 //! `/metrics` is fetched 200 times over real HTTP. Reports the process's resident memory (`VmRSS` after
 //! the cycles, `VmHWM` peak) and the response-time distribution.
 //!
+//! Policy is enabled only for the benchmark's own assets (`app-*`), so containers of other tests
+//! on the same engine are never touched.
+//!
 //! `cargo bench -p safe-updater-daemon --bench daemon_memory`
 
 use std::collections::BTreeMap;
@@ -110,7 +113,9 @@ fn main() {
         std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
     let text = format!(
         "docker:\n  engines:\n    - {{ name: local, host: \"{host}\" }}\n\
-         daemon: {{ interval: 4s }}\nserver: {{ listen: \"127.0.0.1:{port}\" }}\n"
+         daemon: {{ interval: 4s }}\nserver: {{ listen: \"127.0.0.1:{port}\" }}\n\
+         policy: {{ enabled: false }}\n\
+         resources:\n  - match: {{ name: \"app-*\" }}\n    policy: {{ enabled: true }}\n"
     );
     let cfg_path = dir.path().join("config.yaml");
     std::fs::write(&cfg_path, &text).expect("config");
