@@ -1,5 +1,5 @@
-//! Operator commands: the approval queue (`approvals`, `approve`, `reject`, `skip`) and per-asset
-//! overrides (`snooze`, `unsnooze`, `pin`, `unpin`).
+//! Operator commands: the approval queue (`approvals`, `approve`, `reject`, `skip`), per-asset
+//! overrides (`snooze`, `unsnooze`, `pin`, `unpin`), and the daemon's work queue (`queue`).
 //!
 //! Each command parses, opens the state, calls `safe_updater_engine::operator` and prints. What
 //! an operator may do, and every check on the input, lives there (the daemon's REST API calls the
@@ -75,6 +75,16 @@ pub struct PinArgs {
     pub constraint: String,
 }
 
+#[derive(Debug, Args)]
+pub struct QueueArgs {
+    /// Also show finished entries (done, dropped), newest first.
+    #[arg(long)]
+    pub all: bool,
+    /// At most this many entries with --all.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+}
+
 /// Opens a store that must already exist: there is nothing to approve in a new one.
 fn open_existing(global: &GlobalArgs) -> anyhow::Result<(Store, PathBuf)> {
     let cfg = load_config(global.config.as_deref())?;
@@ -136,6 +146,56 @@ pub fn list(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
                 );
                 println!(
                     "\n`safe-updater approve ID` lets one proceed; `safe-updater reject ID --reason TEXT` refuses it"
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn queue(global: &GlobalArgs, args: &QueueArgs) -> anyhow::Result<ExitCode> {
+    let (store, _) = open_existing(global)?;
+    let entries = if args.all {
+        store.queue_entries(args.limit)
+    } else {
+        store.open_queue()
+    }
+    .context("cannot read the queue")?;
+    match global.output {
+        OutputFormat::Json => output::json(&entries)?,
+        OutputFormat::Table => {
+            if entries.is_empty() {
+                println!("the queue is empty");
+            } else {
+                let rows = entries
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            e.id.to_string(),
+                            e.asset_id.clone(),
+                            e.target.clone(),
+                            e.change.clone(),
+                            e.reason.clone(),
+                            e.priority.to_string(),
+                            e.state.to_string(),
+                            e.attempts.to_string(),
+                            e.enqueued_at.strftime("%Y-%m-%d %H:%M").to_string(),
+                            e.outcome
+                                .clone()
+                                .or_else(|| e.detail.clone())
+                                .unwrap_or_else(|| "-".into()),
+                        ]
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    output::table(
+                        &[
+                            "ID", "ASSET", "TO", "CHANGE", "REASON", "PRIORITY", "STATE",
+                            "ATTEMPTS", "QUEUED", "OUTCOME"
+                        ],
+                        rows
+                    )
                 );
             }
         }

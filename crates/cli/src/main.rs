@@ -115,6 +115,8 @@ enum Command {
     State(state::StateCommand),
     /// List the updates that wait for an operator's approval.
     Approvals,
+    /// The daemon's work queue: what it will apply, is applying, and what became of it.
+    Queue(approvals::QueueArgs),
     /// Let a reviewed update proceed (the next cycle applies it inside its window).
     Approve(approvals::ApproveArgs),
     /// Refuse a reviewed update, for a reason; it is not proposed again.
@@ -177,6 +179,7 @@ fn main() -> ExitCode {
         Command::Audit(c) => state::audit(&cli.global, &c),
         Command::State(c) => state::state(&cli.global, &c),
         Command::Approvals => approvals::list(&cli.global),
+        Command::Queue(a) => approvals::queue(&cli.global, &a),
         Command::Approve(a) => approvals::approve(&cli.global, &a),
         Command::Reject(a) => approvals::reject(&cli.global, &a),
         Command::Skip(a) => approvals::skip(&cli.global, &a),

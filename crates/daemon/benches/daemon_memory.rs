@@ -3,10 +3,14 @@
 //! Runs `safe_updater_daemon::run` in this process against the real engine and registry of
 //! `scripts/dev-env` (`eval "$(scripts/dev-env env)"` first): 10,000 container assets on
 //! `127.0.0.1:5001/demo/web` are put in a fresh state database (on an engine named `bench` that
-//! is not configured, so the scan of the real engine keeps them and nothing is applied), the
-//! daemon runs three cycles (scan, check of all 10,000, decisions recorded), then `/metrics`
-//! is fetched 200 times over real HTTP. Reports the process's resident memory (`VmRSS` after
+//! is not configured, so the scan of the real engine keeps them, and their 10,000 approved
+//! patches are queued but none can start), the daemon runs three cycles (scan, check of all
+//! 10,000, decisions recorded, 10,000 reviews listed, 10,000 queue entries re-evaluated), then
+//! `/metrics` is fetched 200 times over real HTTP. Reports the process's resident memory (`VmRSS` after
 //! the cycles, `VmHWM` peak) and the response-time distribution.
+//!
+//! Policy is enabled only for the benchmark's own assets (`app-*`), so containers of other tests
+//! on the same engine are never touched.
 //!
 //! `cargo bench -p safe-updater-daemon --bench daemon_memory`
 
@@ -109,7 +113,9 @@ fn main() {
         std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
     let text = format!(
         "docker:\n  engines:\n    - {{ name: local, host: \"{host}\" }}\n\
-         daemon: {{ interval: 4s }}\nserver: {{ listen: \"127.0.0.1:{port}\" }}\n"
+         daemon: {{ interval: 4s }}\nserver: {{ listen: \"127.0.0.1:{port}\" }}\n\
+         policy: {{ enabled: false }}\n\
+         resources:\n  - match: {{ name: \"app-*\" }}\n    policy: {{ enabled: true }}\n"
     );
     let cfg_path = dir.path().join("config.yaml");
     std::fs::write(&cfg_path, &text).expect("config");

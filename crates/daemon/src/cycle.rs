@@ -1,8 +1,11 @@
-//! One daemon cycle: recover, scan, check what is due, apply what policy allows with the
-//! concurrency limit, record metrics and send notifications. Errors end the cycle with a log
+//! One daemon cycle: recover, scan, check what is due (and every asset with queued work), queue
+//! what policy approves, run the queued entries that policy still approves with the
+//! concurrency limit, record metrics and send notifications. Memory stays proportional to the
+//! work in flight, not to the inventory: the check report is dropped before the assets of the
+//! work are read, and an update's task is spawned only once it has a concurrency permit. Errors end the cycle with a log
 //! line; the next cycle starts afresh.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -15,11 +18,11 @@ use safe_updater_core::policy::{KEY_PREFIX, parse_duration};
 use safe_updater_core::reference::ImageRef;
 use safe_updater_docker::update::RegistryAuth;
 use safe_updater_docker::{ConnectOptions, Engine, EngineSpec};
-use safe_updater_engine::{ApplyOutcome, CheckReport, EngineError};
+use safe_updater_engine::{ApplyOutcome, AssetCheck, CheckReport, EngineError};
 use safe_updater_notify::{Event, EventKind};
 use safe_updater_registry::{Cycle, RegistryClient};
 use safe_updater_server::{InventoryLabels, PendingLabels, UpdateLabels, UpdateOutcome};
-use safe_updater_store::{AssetFilter, Store};
+use safe_updater_store::{Enqueued, NewQueueEntry, QueueEnd, QueueEntry, QueueState, Store};
 use tokio::sync::Semaphore;
 
 use crate::{Shared, Trigger};
@@ -37,7 +40,8 @@ pub(crate) enum Scope {
 #[derive(Debug, Clone, Default)]
 pub struct CycleSummary {
     pub checked: usize,
-    pub applied: Vec<ApplyOutcome>,
+    /// Updates started (whatever their outcome).
+    pub applied: usize,
 }
 
 /// The label with which an asset asks to be checked less often than every cycle.
@@ -99,7 +103,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, cfg: &Config, scope: Scope) -> Cyc
                 event = "cycle.finished",
                 result = "ok",
                 checked = summary.checked,
-                applied = summary.applied.len(),
+                applied = summary.applied,
                 duration_ms = started.elapsed().as_millis() as u64,
                 "cycle finished"
             );
@@ -132,6 +136,7 @@ async fn run_inner(
     let recovered = safe_updater_engine::recover(&mut store, &engines, actor)
         .await
         .map_err(|e| e.to_string())?;
+    drop(engines);
     for r in &recovered {
         tracing::warn!(event = "update.recovered", asset_id = %r.asset_id, restored = r.restored, detail = %r.detail, "an interrupted update was brought back");
     }
@@ -147,41 +152,152 @@ async fn run_inner(
     for e in scan.engines.iter().filter(|e| e.error.is_some()) {
         tracing::warn!(event = "scan.engine_failed", engine = %e.engine, error = %e.error.clone().unwrap_or_default(), "engine not scanned");
     }
+    drop(scan);
 
-    // Which assets are checked now.
+    // Which assets are checked now: those due (or triggered), and every asset with queued
+    // work, so that nothing runs on a stale decision (a window that closed, a pin set since).
+    let queued: HashSet<String> = store
+        .open_queue()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|e| e.asset_id)
+        .collect();
     let last = shared.last_checked.lock().await.clone();
-    let wanted = |a: &Asset| -> bool {
-        match &scope {
-            Scope::Triggered(triggers) => triggers.iter().any(|t| concerns(t, a)),
-            Scope::Due => match label(a, CHECK_INTERVAL_LABEL).map(parse_duration) {
-                Some(Ok(every)) => last.get(&a.id).is_none_or(|at| {
-                    now.duration_since(*at).unsigned_abs() + std::time::Duration::from_secs(1)
-                        >= every
-                }),
-                _ => true,
-            },
-        }
-    };
+    let wanted = |a: &Asset| -> bool { queued.contains(&a.id) || in_scope(&scope, &last, a, now) };
     let cycle = Cycle::new(client.clone());
     let report = safe_updater_engine::check_some(cfg, &mut store, &cycle, now, actor, cid, &wanted)
         .await
         .map_err(|e| e.to_string())?;
+    drop(cycle);
+    drop(last);
     {
         let mut last = shared.last_checked.lock().await;
         for c in &report.checks {
             last.insert(c.asset_id.clone(), now);
         }
     }
-    let assets = store
-        .list_assets(&AssetFilter::default())
-        .map_err(|e| e.to_string())?;
-    // By id: with 10,000 assets a linear search per check is 10^8 comparisons a cycle.
-    let by_id: HashMap<&str, &Asset> = assets.iter().map(|a| (a.id.as_str(), a)).collect();
-    record_inventory(shared, &assets, &by_id, &report);
-    notify_new_reviews(shared, &store, &by_id, now);
+    record_inventory(shared, &store, &report);
 
-    // The work: approved candidates of containers.
-    let mut todo: Vec<(Asset, String, String)> = Vec::new();
+    // Queue what policy approves now, then take from the queue what may run now. The report
+    // is dropped before the assets of that work are read: the two are never held together.
+    enqueue_approved(&mut store, &report, &scope, now, cid)?;
+    let entries = runnable(&mut store, &report, now)?;
+    let checked = report.checks.len();
+    drop(report);
+    // After the report is gone: the review list is as long as the inventory can be.
+    notify_new_reviews(shared, &mut store, now);
+    let mut work_entries = Vec::with_capacity(entries.len());
+    let mut work_assets = Vec::with_capacity(entries.len());
+    for entry in entries {
+        if let Some(asset) = store
+            .get_asset(&entry.asset_id)
+            .map_err(|e| e.to_string())?
+        {
+            work_entries.push(entry);
+            work_assets.push(asset);
+        }
+    }
+    let mut groups = safe_updater_engine::dependency_groups(&work_assets);
+    groups.sort_by_key(|g| {
+        let p = g
+            .iter()
+            .map(|&i| work_entries[i].priority)
+            .max()
+            .unwrap_or(0);
+        let r = g
+            .iter()
+            .map(|&i| change_rank(&work_entries[i].change))
+            .min()
+            .unwrap_or(4);
+        (std::cmp::Reverse(p), r, work_assets[g[0]].id.clone())
+    });
+    let auth = safe_updater_engine::pull_auths(&client, &work_assets).await;
+    let mut slots: Vec<Option<(QueueEntry, Asset)>> = work_entries
+        .into_iter()
+        .zip(work_assets)
+        .map(Some)
+        .collect();
+    let limit = Arc::new(Semaphore::new(cfg.daemon.concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    let cfg_arc = Arc::new(cfg.clone());
+    let specs = Arc::new(specs);
+    let auth = Arc::new(auth);
+    let mut applied = 0;
+    let mut count = |list: Vec<ApplyOutcome>| {
+        applied += list.iter().filter(|o| o.status != "not_started").count();
+    };
+    for group in groups {
+        let work: Vec<(QueueEntry, Asset)> =
+            group.iter().filter_map(|&i| slots[i].take()).collect();
+        // A task is spawned only once it has a permit: at most `concurrency` futures exist
+        // at a time, however many updates are due (each holds a whole update's state).
+        let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
+            break;
+        };
+        while let Some(done) = tasks.try_join_next() {
+            if let Ok(list) = done {
+                count(list);
+            }
+        }
+        if shared.stopping.load(Ordering::SeqCst) {
+            tracing::info!(
+                event = "update.not_started",
+                remaining = work.len(),
+                "stopping: not started; the entries stay queued"
+            );
+            break;
+        }
+        let (cfg, specs, auth) = (Arc::clone(&cfg_arc), Arc::clone(&specs), Arc::clone(&auth));
+        let shared = Arc::clone(shared);
+        let cid = cid.to_owned();
+        tasks.spawn(async move {
+            let _permit = permit;
+            let mut out = Vec::new();
+            for (entry, asset) in &work {
+                if shared.stopping.load(Ordering::SeqCst) {
+                    tracing::info!(event = "update.not_started", asset_id = %asset.id, "stopping: not started; the entry stays queued");
+                    break;
+                }
+                out.push(update_one(&shared, &cfg, &specs, &auth, entry, asset, &cid).await);
+            }
+            out
+        });
+    }
+    drop(slots);
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(list) = done {
+            count(list);
+        }
+    }
+    prune_audit(shared, cfg, &mut store, now).await;
+    Ok(CycleSummary { checked, applied })
+}
+
+fn in_scope(scope: &Scope, last: &HashMap<String, Timestamp>, a: &Asset, now: Timestamp) -> bool {
+    match scope {
+        Scope::Triggered(triggers) => triggers.iter().any(|t| concerns(t, a)),
+        Scope::Due => match label(a, CHECK_INTERVAL_LABEL).map(parse_duration) {
+            Some(Ok(every)) => last.get(&a.id).is_none_or(|at| {
+                now.duration_since(*at).unsigned_abs() + std::time::Duration::from_secs(1) >= every
+            }),
+            _ => true,
+        },
+    }
+}
+
+/// Entries claimed this many times and never finished are dropped: something about them
+/// keeps killing the process.
+const MAX_ATTEMPTS: u32 = 3;
+
+/// Queues every container candidate policy approves now (`act_on`).
+fn enqueue_approved(
+    store: &mut Store,
+    report: &CheckReport,
+    scope: &Scope,
+    now: Timestamp,
+    cid: &str,
+) -> Result<(), String> {
+    let mut new = Vec::new();
     for c in &report.checks {
         let Some(e) = &c.evaluation else { continue };
         let Some(target) = &e.act_on else { continue };
@@ -192,69 +308,108 @@ async fn run_inner(
         else {
             continue;
         };
-        if let Some(asset) = by_id.get(c.asset_id.as_str())
-            && asset.kind == AssetKind::Container
-        {
-            todo.push(((*asset).clone(), target.clone(), cand.change.clone()));
+        // Only what is queued is read in full; the rest of the inventory stays on disk.
+        let Some(asset) = store.get_asset(&c.asset_id).map_err(|e| e.to_string())? else {
+            continue;
+        };
+        if asset.kind != AssetKind::Container {
+            continue;
         }
-    }
-    let todo_assets: Vec<Asset> = todo.iter().map(|(a, _, _)| a.clone()).collect();
-    let mut groups = safe_updater_engine::dependency_groups(&todo_assets);
-    groups.sort_by_key(|g| {
-        let p = g.iter().map(|&i| priority(&todo[i].0)).max().unwrap_or(0);
-        let r = g
-            .iter()
-            .map(|&i| change_rank(&todo[i].2))
-            .min()
-            .unwrap_or(4);
-        (std::cmp::Reverse(p), r, todo[g[0]].0.id.clone())
-    });
-    let auth = safe_updater_engine::pull_auths(&client, &todo_assets).await;
-    let limit = Arc::new(Semaphore::new(cfg.daemon.concurrency.max(1)));
-    let mut tasks = tokio::task::JoinSet::new();
-    let todo = Arc::new(todo);
-    let cfg_arc = Arc::new(cfg.clone());
-    let specs = Arc::new(specs);
-    let auth = Arc::new(auth);
-    for group in groups {
-        let permit_source = Arc::clone(&limit);
-        let (todo, cfg, specs, auth) = (
-            Arc::clone(&todo),
-            Arc::clone(&cfg_arc),
-            Arc::clone(&specs),
-            Arc::clone(&auth),
-        );
-        let shared = Arc::clone(shared);
-        let cid = cid.to_owned();
-        tasks.spawn(async move {
-            let Ok(_permit) = permit_source.acquire_owned().await else {
-                return Vec::new();
-            };
-            let mut out = Vec::new();
-            for i in group {
-                if shared.stopping.load(Ordering::SeqCst) {
-                    tracing::info!(event = "update.not_started", asset_id = %todo[i].0.id, "stopping: not started");
-                    break;
-                }
-                let (asset, target, change) = &todo[i];
-                out.push(update_one(&shared, &cfg, &specs, &auth, asset, target, change, &cid).await);
-            }
-            out
+        let reason = if cand.rule == "approval" {
+            "approved"
+        } else if let Scope::Triggered(ts) = scope
+            && ts
+                .iter()
+                .any(|t| matches!(t, Trigger::Repository { .. }) && concerns(t, &asset))
+        {
+            "webhook"
+        } else {
+            "auto"
+        };
+        new.push(NewQueueEntry {
+            asset_id: asset.id.clone(),
+            target: target.clone(),
+            change: cand.change.clone(),
+            reason: reason.to_owned(),
+            priority: priority(&asset),
+            correlation_id: Some(cid.to_owned()),
         });
     }
-    let mut applied = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        if let Ok(list) = done {
-            applied.extend(list);
+    if new.is_empty() {
+        return Ok(());
+    }
+    let results = store.enqueue(&new, now).map_err(|e| e.to_string())?;
+    for (e, r) in new.iter().zip(results) {
+        match r {
+            Enqueued::Added(id) | Enqueued::Superseded { added: id, .. } => {
+                tracing::debug!(event = "queue.added", asset_id = %e.asset_id, to = %e.target, queue_id = id, reason = %e.reason, "update queued");
+            }
+            Enqueued::Present(_) | Enqueued::Busy(_) => {}
         }
     }
-    prune_audit(shared, cfg, &mut store, now).await;
-    Ok(CycleSummary {
-        checked: report.checks.len(),
-        applied,
-    })
+    Ok(())
 }
 
+/// The queued entries that may run now, with their assets: the fresh evaluation of the asset
+/// still acts on the entry's target. Entries whose target policy now refuses (or that are moot)
+/// are dropped with the reason; those merely deferred (a window, a cooldown, a snooze) or whose
+/// asset could not be checked stay queued.
+fn runnable(
+    store: &mut Store,
+    report: &CheckReport,
+    now: Timestamp,
+) -> Result<Vec<QueueEntry>, String> {
+    let by_id: HashMap<&str, &AssetCheck> = report
+        .checks
+        .iter()
+        .map(|c| (c.asset_id.as_str(), c))
+        .collect();
+    let mut out = Vec::new();
+    for entry in store.open_queue().map_err(|e| e.to_string())? {
+        if entry.state != QueueState::Queued {
+            continue;
+        }
+        let drop_it = |store: &mut Store, why: String| -> Result<(), String> {
+            tracing::info!(event = "queue.dropped", asset_id = %entry.asset_id, to = %entry.target, reason = %why, "queued update dropped");
+            store
+                .finish_queued(entry.id, QueueEnd::Dropped, None, Some(&why), now)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        if entry.attempts >= MAX_ATTEMPTS {
+            drop_it(
+                store,
+                format!("claimed {} times without finishing", entry.attempts),
+            )?;
+            continue;
+        }
+        let Some(check) = by_id.get(entry.asset_id.as_str()) else {
+            if store
+                .get_asset(&entry.asset_id)
+                .map_err(|e| e.to_string())?
+                .is_none()
+            {
+                drop_it(store, "the asset is no longer tracked".into())?;
+            }
+            continue;
+        };
+        let Some(e) = &check.evaluation else { continue };
+        let cand = e.candidates.iter().find(|c| c.tag == entry.target);
+        if e.act_on.as_deref() == Some(entry.target.as_str())
+            && cand.is_some_and(|c| c.decision == Verdict::Approve)
+        {
+            out.push(entry);
+            continue;
+        }
+        match cand {
+            Some(c) if c.decision == Verdict::Defer => {}
+            Some(c) => drop_it(store, format!("no longer approved: {}", c.reason))?,
+            None if e.current == entry.target => drop_it(store, "it already runs".into())?,
+            None => drop_it(store, "no longer proposed".into())?,
+        }
+    }
+    Ok(out)
+}
 fn namespace_of(asset: &Asset) -> String {
     asset.namespace.clone().unwrap_or_default()
 }
@@ -271,19 +426,17 @@ async fn update_one(
     cfg: &Config,
     specs: &[EngineSpec],
     auth: &BTreeMap<String, RegistryAuth>,
+    entry: &QueueEntry,
     asset: &Asset,
-    target: &str,
-    change: &str,
     cycle_id: &str,
 ) -> ApplyOutcome {
+    let (target, change) = (entry.target.as_str(), entry.change.as_str());
     let cid = format!("{cycle_id}-{}", asset.name);
     let span = tracing::info_span!("update", correlation_id = %cid, asset_id = %asset.id, operation = "update");
     let _enter = span.enter();
     let labels = UpdateLabels::new(asset.kind.asset_type(), namespace_of(asset), change);
-    shared.metrics.update_attempted(&labels);
-    tracing::info!(event = "update.started", to = target, "update started");
     let started = Instant::now();
-    let outcome = match apply(shared, cfg, specs, auth, asset, target, &cid).await {
+    let outcome = match apply(shared, cfg, specs, auth, entry, asset, &labels, &cid).await {
         Ok(o) => o,
         Err(e) => ApplyOutcome {
             asset_id: asset.id.clone(),
@@ -345,18 +498,18 @@ async fn update_one(
     outcome
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn apply(
     shared: &Shared,
     cfg: &Config,
     specs: &[EngineSpec],
     auth: &BTreeMap<String, RegistryAuth>,
+    entry: &QueueEntry,
     asset: &Asset,
-    target: &str,
+    labels: &UpdateLabels,
     cid: &str,
 ) -> Result<ApplyOutcome, EngineError> {
-    // Each update has its own connection: SQLite (WAL) serialises the few writes, and no
-    // update waits on another's health window.
-    let mut store = Store::open(&shared.options.state_path)?;
+    let target = entry.target.as_str();
     let not_started = |detail: String| ApplyOutcome {
         asset_id: asset.id.clone(),
         from: asset.image.clone(),
@@ -365,6 +518,8 @@ async fn apply(
         status: "not_started".into(),
         detail: Some(detail),
     };
+    // Nothing is claimed (nor a store opened) for an update that cannot start: the entry
+    // stays queued for the next cycle.
     let Some(spec) = specs.iter().find(|s| s.name == asset.location) else {
         return Ok(not_started(format!(
             "engine {} is not configured",
@@ -375,7 +530,21 @@ async fn apply(
         Ok(e) => e,
         Err(e) => return Ok(not_started(e.to_string())),
     };
-    safe_updater_engine::apply_by_policy(
+    // Each update has its own connection: SQLite (WAL) serialises the few writes, and no
+    // update waits on another's health window.
+    let mut store = Store::open(&shared.options.state_path)?;
+    if !store.claim_queued(entry.id, Timestamp::now())? {
+        return Ok(not_started("the queue entry was taken or dropped".into()));
+    }
+    shared.metrics.update_attempted(labels);
+    tracing::info!(
+        event = "update.started",
+        to = target,
+        queue_id = entry.id,
+        attempt = entry.attempts + 1,
+        "update started"
+    );
+    let result = safe_updater_engine::apply_by_policy(
         cfg,
         &mut store,
         &engine,
@@ -385,38 +554,64 @@ async fn apply(
         &shared.options.actor,
         cid,
     )
-    .await
+    .await;
+    match &result {
+        Ok(o) => {
+            store.finish_queued(
+                entry.id,
+                QueueEnd::Done,
+                Some(&o.status),
+                o.detail.as_deref(),
+                Timestamp::now(),
+            )?;
+        }
+        Err(e) => {
+            // Not the update's verdict: back to the queue, the attempt counted.
+            store.release_claim(entry.id, &e.to_string())?;
+        }
+    }
+    result
 }
 
-fn record_inventory(
-    shared: &Shared,
-    assets: &[Asset],
-    by_id: &HashMap<&str, &Asset>,
-    report: &CheckReport,
-) {
-    let mut tracked: BTreeMap<(String, String), i64> = BTreeMap::new();
-    for a in assets {
-        *tracked
-            .entry((a.kind.asset_type().to_owned(), namespace_of(a)))
-            .or_default() += 1;
+fn record_inventory(shared: &Shared, store: &Store, report: &CheckReport) {
+    // Counted by the database: the inventory itself is not read into memory.
+    match store.count_assets_by_kind_namespace() {
+        Ok(counts) => {
+            let mut tracked: BTreeMap<(String, String), i64> = BTreeMap::new();
+            for (kind, namespace, n) in counts {
+                *tracked
+                    .entry((kind.asset_type().to_owned(), namespace.unwrap_or_default()))
+                    .or_default() += i64::try_from(n).unwrap_or(i64::MAX);
+            }
+            shared
+                .metrics
+                .set_assets_tracked(tracked.into_iter().map(|((t, n), c)| {
+                    (
+                        InventoryLabels {
+                            asset_type: t,
+                            namespace: n,
+                        },
+                        c,
+                    )
+                }));
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot count the tracked assets"),
     }
-    shared
-        .metrics
-        .set_assets_tracked(tracked.into_iter().map(|((t, n), c)| {
-            (
-                InventoryLabels {
-                    asset_type: t,
-                    namespace: n,
-                },
-                c,
-            )
-        }));
+    let kinds = match store.asset_kinds() {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the tracked assets");
+            return;
+        }
+    };
     let mut pending: BTreeMap<(String, String, String, String), i64> = BTreeMap::new();
     for c in &report.checks {
         let Some(e) = &c.evaluation else { continue };
-        let Some(asset) = by_id.get(c.asset_id.as_str()) else {
+        let Ok(i) = kinds.binary_search_by(|(id, _, _)| id.as_str().cmp(c.asset_id.as_str()))
+        else {
             continue;
         };
+        let (_, kind, namespace) = &kinds[i];
         for cand in &e.candidates {
             let status = match cand.decision {
                 Verdict::PendingReview => "approval",
@@ -426,8 +621,8 @@ fn record_inventory(
             };
             *pending
                 .entry((
-                    asset.kind.asset_type().to_owned(),
-                    namespace_of(asset),
+                    kind.asset_type().to_owned(),
+                    namespace.clone().unwrap_or_default(),
                     cand.change.clone(),
                     status.to_owned(),
                 ))
@@ -449,13 +644,9 @@ fn record_inventory(
         }));
 }
 
-/// "Approval needed", once per review: only for reviews decided in this cycle.
-fn notify_new_reviews(
-    shared: &Shared,
-    store: &Store,
-    by_id: &HashMap<&str, &Asset>,
-    now: Timestamp,
-) {
+/// "Approval needed", once per review: the store remembers which reviews were announced, so
+/// neither a later cycle nor a restart announces one again.
+fn notify_new_reviews(shared: &Shared, store: &mut Store, now: Timestamp) {
     let pending = match safe_updater_engine::operator::pending(store) {
         Ok(p) => p,
         Err(e) => {
@@ -467,23 +658,35 @@ fn notify_new_reviews(
     shared
         .metrics
         .set_oldest_pending_approval(oldest.map(std::time::SystemTime::from));
-    for p in pending.into_iter().filter(|p| p.decided_at >= now) {
-        let Some(asset) = by_id.get(p.asset_id.as_str()) else {
+    let pairs: Vec<(String, String)> = pending
+        .iter()
+        .map(|p| (p.asset_id.clone(), p.candidate.clone()))
+        .collect();
+    let fresh = match store.mark_reviews_notified(&pairs, now) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot record review notices; none sent this cycle");
+            return;
+        }
+    };
+    drop(pairs);
+    for (p, fresh) in pending.into_iter().zip(fresh) {
+        if !fresh {
             continue;
-        };
+        }
         let mut event = Event::new(
             EventKind::ApprovalNeeded,
-            asset.id.clone(),
-            asset.name.clone(),
-            asset.kind.as_str(),
+            p.asset_id.clone(),
+            p.asset_name.clone(),
+            p.kind.as_str(),
             now,
         );
-        event.namespace = asset.namespace.clone();
-        event.from = tag_of(&asset.image);
+        event.namespace = p.namespace.clone();
+        event.from = tag_of(&p.from);
         event.to = Some(p.candidate.clone());
         event.decision = "pending_review".into();
         event.reason = p.reason.clone();
-        tracing::info!(event = "approval.needed", asset_id = %asset.id, candidate = %p.candidate, approval_id = %p.id, "an update waits for approval");
+        tracing::info!(event = "approval.needed", asset_id = %p.asset_id, candidate = %p.candidate, approval_id = %p.id, "an update waits for approval");
         shared.notifier.notify(event);
     }
 }

@@ -7,9 +7,13 @@
 //! approvals, pins and snoozes are the core's `evaluate`; nothing here decides whether an
 //! update may run, only when and how many at once.
 //!
-//! The queue is the store: what is approved and not yet applied is found again by the next
-//! cycle's check, so a restart loses nothing; an update a crash cut short is restored by
-//! `recover` at the start of the next cycle. SIGTERM stops starting updates, lets those in
+//! The queue is persisted (the store's `update_queue`): each cycle queues what policy approves,
+//! checks every asset with queued work afresh, and claims an entry (atomically, in the store)
+//! only when its update starts; it ends `done` or `dropped` with the reason. A restart loses
+//! nothing: queued entries wait for the next cycle, an entry left in flight by a killed process
+//! is queued again at start, and `recover` restores the container it left half replaced
+//! (such an interruption does not mark the version failed). "Approval needed" is announced
+//! once per review, remembered in the store across restarts. SIGTERM stops starting updates, lets those in
 //! flight finish (or roll back), then exits. SIGHUP, or a change of the config file, reloads
 //! the configuration; one that does not load is refused with its reasons logged and the old
 //! one keeps running.
@@ -166,10 +170,22 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     let cfg = (options.loader)().map_err(DaemonError::Config)?;
     let mut cfg = Arc::new(cfg);
     let readiness = Readiness::new();
-    Store::open(&options.state_path).map_err(|source| DaemonError::Store {
+    let mut store = Store::open(&options.state_path).map_err(|source| DaemonError::Store {
         path: options.state_path.display().to_string(),
         source,
     })?;
+    // Work a killed process left in flight goes back to the queue; the first cycle's
+    // `recover` restores a container it left half replaced, then tries the update again.
+    let requeued = store
+        .requeue_in_flight()
+        .map_err(|source| DaemonError::Store {
+            path: options.state_path.display().to_string(),
+            source,
+        })?;
+    for e in &requeued {
+        tracing::warn!(event = "queue.requeued", asset_id = %e.asset_id, to = %e.target, queue_id = e.id, attempts = e.attempts, "an update in flight when the daemon stopped is queued again");
+    }
+    drop(store);
     readiness.set_store_open();
     let metrics = Metrics::new();
     let notifier = Notifier::from_urls(
@@ -188,6 +204,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     let (trigger_tx, mut trigger_rx) = mpsc::unbounded_channel::<Trigger>();
     let (stop_server_tx, stop_server_rx) = tokio::sync::watch::channel(false);
     let mut server_task = None;
+    let mut live_secrets = None;
     if let Some(server) = server_config(&cfg, &options.env).map_err(DaemonError::Config)? {
         let listener =
             safe_updater_server::bind(&server)
@@ -210,6 +227,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
             metrics.clone(),
             readiness.clone(),
         );
+        live_secrets = Some(state.secrets());
         let router = safe_updater_server::router(state);
         let mut stop = stop_server_rx.clone();
         server_task = Some(tokio::spawn(async move {
@@ -284,7 +302,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
                 waiting.push(t);
             }
             _ = sighup.recv() => {
-                cfg = reload(&options, cfg, "SIGHUP");
+                cfg = reload(&options, cfg, live_secrets.as_ref(), "SIGHUP");
                 config_seen = modified(&options.config_path);
                 next_cycle = next_cycle.min(tokio::time::Instant::now() + cfg.daemon.interval);
             }
@@ -292,7 +310,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
                 let now_seen = modified(&options.config_path);
                 if now_seen != config_seen {
                     config_seen = now_seen;
-                    cfg = reload(&options, cfg, "file change");
+                    cfg = reload(&options, cfg, live_secrets.as_ref(), "file change");
                     next_cycle = next_cycle.min(tokio::time::Instant::now() + cfg.daemon.interval);
                 }
             }
@@ -326,16 +344,55 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// A new configuration if it loads; otherwise the old one, with the reasons logged.
-fn reload(options: &DaemonOptions, old: Arc<Config>, why: &str) -> Arc<Config> {
-    match (options.loader)() {
-        Ok(new) => {
+/// A new configuration if it loads (server secrets included); otherwise the old one, with the
+/// reasons logged. API tokens and webhook secrets take effect at once; the listen address
+/// only at the next start (the socket is bound once), which is logged.
+fn reload(
+    options: &DaemonOptions,
+    old: Arc<Config>,
+    secrets: Option<&safe_updater_server::LiveSecrets>,
+    why: &str,
+) -> Arc<Config> {
+    let loaded = (options.loader)().and_then(|new| {
+        let server = server_config(&new, &options.env)?;
+        Ok((new, server))
+    });
+    match loaded {
+        Ok((new, server)) => {
             tracing::info!(event = "config.reloaded", trigger = why, source = %new.source, "configuration reloaded");
-            if new.server.listen != old.server.listen || new.server.tokens != old.server.tokens {
+            if new.server.listen.trim() != old.server.listen.trim() {
                 tracing::warn!(
                     event = "config.restart_needed",
-                    "server settings changed; they take effect at the next start"
+                    setting = "server.listen",
+                    "server.listen changed; the server keeps its address until the next start"
                 );
+            }
+            match (secrets, server) {
+                (Some(live), Some(server)) => {
+                    if new.server.tokens != old.server.tokens
+                        || new.server.webhooks != old.server.webhooks
+                    {
+                        tracing::info!(
+                            event = "server.secrets_reloaded",
+                            tokens = server.tokens.len(),
+                            "API tokens and webhook secrets reloaded"
+                        );
+                    }
+                    // Replaced even when the configuration reads the same: a token_file or
+                    // token_env may hold a new value.
+                    live.replace(&server);
+                }
+                (Some(_), None) => tracing::warn!(
+                    event = "config.restart_needed",
+                    setting = "server.listen",
+                    "the server was turned off; it stops at the next start"
+                ),
+                (None, Some(_)) => tracing::warn!(
+                    event = "config.restart_needed",
+                    setting = "server.listen",
+                    "the server was turned on; it starts at the next start"
+                ),
+                (None, None) => {}
             }
             Arc::new(new)
         }

@@ -468,6 +468,8 @@ pub async fn recover(
                     jiff::Timestamp::now(),
                     actor,
                 )?;
+                // A crash is not the target's fault: it may be tried again.
+                store.mark_interrupted(u.id)?;
                 out.push(Recovery {
                     update_id: u.id.0,
                     asset_id: u.asset_id,

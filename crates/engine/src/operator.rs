@@ -116,7 +116,14 @@ fn pending_matching(
         let asset = match assets.get(&d.asset_id) {
             Some(a) => a.clone(),
             None => {
-                let a = store.get_asset(&d.asset_id)?;
+                // Kept for every asset with a review (thousands): without the parts this
+                // does not read (labels, annotations, the adapter's extra).
+                let a = store.get_asset(&d.asset_id)?.map(|mut a| {
+                    a.labels.clear();
+                    a.annotations.clear();
+                    a.extra = serde_json::Value::Null;
+                    a
+                });
                 assets.insert(d.asset_id.clone(), a.clone());
                 a
             }

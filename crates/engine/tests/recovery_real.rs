@@ -124,6 +124,16 @@ async fn an_update_killed_after_any_step_is_restored_on_the_next_start() {
             store.update(update_id).expect("update").map(|u| u.status),
             Some(UpdateStatus::RolledBack)
         );
+        // Cut short by a crash, not failed by its target: it may be tried again.
+        let asset_id = store
+            .update(update_id)
+            .expect("update")
+            .map(|u| u.asset_id)
+            .expect("recorded");
+        assert!(
+            store.failed_targets(&asset_id).expect("failed").is_empty(),
+            "after {steps} step(s): an interrupted update marked its target failed"
+        );
 
         let now = docker(&[
             "inspect",

@@ -65,7 +65,7 @@ pub(crate) async fn list_approvals<B: Backend>(
     State(state): State<AppState<B>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    state.tokens.authenticate(&headers)?;
+    state.tokens().authenticate(&headers)?;
     let approvals = state.backend.pending_approvals().await?;
     Ok(Json(Approvals { approvals }).into_response())
 }
@@ -74,7 +74,7 @@ pub(crate) async fn list_assets<B: Backend>(
     State(state): State<AppState<B>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    state.tokens.authenticate(&headers)?;
+    state.tokens().authenticate(&headers)?;
     let assets = state.backend.list_assets().await?;
     Ok(Json(Assets { assets }).into_response())
 }
@@ -86,7 +86,7 @@ pub(crate) async fn decide_approval<B: Backend>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let operator = state.tokens.authenticate(&headers)?;
+    let operator = state.tokens().authenticate(&headers)?;
     let (id, action) = split_action(&rest, &["approve", "reject"], "approvals")?;
     match action {
         "approve" => {
@@ -124,7 +124,7 @@ pub(crate) async fn asset_action<B: Backend>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let operator = state.tokens.authenticate(&headers)?;
+    let operator = state.tokens().authenticate(&headers)?;
     let (asset, action) = split_action(&rest, &["skip", "snooze", "pin"], "assets")?;
     let backend = &state.backend;
     match action {
@@ -162,7 +162,7 @@ pub(crate) async fn asset_undo<B: Backend>(
     Path(rest): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let operator = state.tokens.authenticate(&headers)?;
+    let operator = state.tokens().authenticate(&headers)?;
     let (asset, action) = split_action(&rest, &["snooze", "pin"], "assets")?;
     if action == "snooze" {
         state

@@ -30,7 +30,7 @@ pub mod webhooks;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use axum::extract::State;
@@ -120,13 +120,59 @@ impl ServerConfig {
     }
 }
 
+/// The API tokens and webhook secrets in force. A configuration reload replaces them while the
+/// server runs ([`LiveSecrets::replace`]); a request uses the set that was in force when it
+/// arrived.
+#[derive(Clone)]
+pub struct LiveSecrets {
+    tokens: Arc<RwLock<Arc<auth::TokenSet>>>,
+    webhooks: Arc<RwLock<Arc<WebhookSecrets>>>,
+}
+
+impl LiveSecrets {
+    fn new(config: &ServerConfig) -> LiveSecrets {
+        LiveSecrets {
+            tokens: Arc::new(RwLock::new(Arc::new(auth::TokenSet::new(
+                config.tokens.clone(),
+            )))),
+            webhooks: Arc::new(RwLock::new(Arc::new(config.webhooks.clone()))),
+        }
+    }
+
+    /// Puts `config`'s tokens and webhook secrets in force (its listen address is not read:
+    /// the socket is bound once).
+    pub fn replace(&self, config: &ServerConfig) {
+        let tokens = Arc::new(auth::TokenSet::new(config.tokens.clone()));
+        let webhooks = Arc::new(config.webhooks.clone());
+        // A poisoned lock only means a reader panicked while it held an Arc clone: the value
+        // inside is whole, so it is replaced all the same.
+        *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = tokens;
+        *self.webhooks.write().unwrap_or_else(|e| e.into_inner()) = webhooks;
+    }
+
+    fn tokens(&self) -> Arc<auth::TokenSet> {
+        Arc::clone(&self.tokens.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn webhooks(&self) -> Arc<WebhookSecrets> {
+        Arc::clone(&self.webhooks.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl std::fmt::Debug for LiveSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveSecrets")
+            .field("webhooks", &self.webhooks())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Everything the handlers share. Cloning copies a few `Arc`s.
 pub struct AppState<B> {
     backend: Arc<B>,
     metrics: Metrics,
     readiness: Readiness,
-    tokens: Arc<auth::TokenSet>,
-    webhooks: Arc<WebhookSecrets>,
+    secrets: LiveSecrets,
 }
 
 impl<B> Clone for AppState<B> {
@@ -135,8 +181,7 @@ impl<B> Clone for AppState<B> {
             backend: Arc::clone(&self.backend),
             metrics: self.metrics.clone(),
             readiness: self.readiness.clone(),
-            tokens: Arc::clone(&self.tokens),
-            webhooks: Arc::clone(&self.webhooks),
+            secrets: self.secrets.clone(),
         }
     }
 }
@@ -145,7 +190,7 @@ impl<B> std::fmt::Debug for AppState<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
             .field("readiness", &self.readiness)
-            .field("webhooks", &self.webhooks)
+            .field("secrets", &self.secrets)
             .finish_non_exhaustive()
     }
 }
@@ -161,9 +206,21 @@ impl<B: Backend> AppState<B> {
             backend,
             metrics,
             readiness,
-            tokens: Arc::new(auth::TokenSet::new(config.tokens.clone())),
-            webhooks: Arc::new(config.webhooks.clone()),
+            secrets: LiveSecrets::new(config),
         }
+    }
+
+    /// The handle with which a reload replaces the tokens and webhook secrets in force.
+    pub fn secrets(&self) -> LiveSecrets {
+        self.secrets.clone()
+    }
+
+    pub(crate) fn tokens(&self) -> Arc<auth::TokenSet> {
+        self.secrets.tokens()
+    }
+
+    pub(crate) fn webhooks(&self) -> Arc<WebhookSecrets> {
+        self.secrets.webhooks()
     }
 }
 

@@ -92,7 +92,8 @@ pub(crate) async fn receive<B: Backend>(
                 .with_hint("one of: dockerhub, github, harbor, quay, distribution"),
         );
     };
-    let Some(secret) = state.webhooks.get(src) else {
+    let webhooks = state.webhooks();
+    let Some(secret) = webhooks.get(src) else {
         return Err(
             ApiError::not_found(format!("the {src} webhook is not enabled"))
                 .with_hint(format!("configure server.webhooks.{src} with a secret")),

@@ -464,3 +464,49 @@ fn config_validation_reports_every_problem() {
         "Debug never shows a secret"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_replaces_tokens_and_webhook_secrets_while_serving() {
+    let s = start().await;
+    let c = client();
+    let get = |token: &'static str| {
+        let req = c
+            .get(s.url("/api/v1/approvals"))
+            .header("Authorization", format!("Bearer {token}"));
+        async move { req.send().await.expect("request").status() }
+    };
+    assert_eq!(get(ALICE_TOKEN).await, StatusCode::OK);
+    let hook = |c: &reqwest::Client| {
+        c.post(s.url("/webhooks/github"))
+            .header("X-GitHub-Event", "package")
+            .header("X-Hub-Signature-256", "sha256=00")
+            .body("{}")
+            .send()
+    };
+    assert_eq!(
+        hook(&c).await.expect("request").status(),
+        StatusCode::NOT_FOUND,
+        "not enabled yet"
+    );
+
+    let mut next = config();
+    next.tokens = vec![safe_updater_server::ApiToken::new(
+        "carol",
+        "carol-token-8d2e4",
+    )];
+    next.webhooks.github = common::secret("gh-secret-1");
+    s.secrets.replace(&next);
+
+    assert_eq!(
+        get(ALICE_TOKEN).await,
+        StatusCode::UNAUTHORIZED,
+        "the old token is gone"
+    );
+    assert_eq!(get(BOB_TOKEN).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(get("carol-token-8d2e4").await, StatusCode::OK);
+    assert_eq!(
+        hook(&c).await.expect("request").status(),
+        StatusCode::UNAUTHORIZED,
+        "enabled now, and the wrong signature is refused"
+    );
+}

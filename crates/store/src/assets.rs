@@ -153,6 +153,57 @@ impl Store {
             .during(&self.label, op)
     }
 
+    /// How many assets are tracked per (kind, namespace), without reading the assets.
+    pub fn count_assets_by_kind_namespace(&self) -> Result<Vec<(AssetKind, Option<String>, u64)>> {
+        let op = "count assets";
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT kind, namespace, count(*) FROM assets GROUP BY kind, namespace
+                 ORDER BY kind, namespace",
+            )
+            .during(&self.label, op)?;
+        let rows = stmt
+            .query_map([], |row| {
+                let kind: String = row.get(0)?;
+                let kind = AssetKind::parse(&kind).ok_or_else(|| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        0,
+                        Type::Text,
+                        format!("unknown asset kind {kind:?}").into(),
+                    )
+                })?;
+                Ok((kind, row.get(1)?, crate::u64_col(row, 2)?))
+            })
+            .during(&self.label, op)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .during(&self.label, op)
+    }
+
+    /// The kind and namespace of every asset, by id, without reading labels or extras.
+    pub fn asset_kinds(&self) -> Result<Vec<(String, AssetKind, Option<String>)>> {
+        let op = "list asset kinds";
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, kind, namespace FROM assets ORDER BY id")
+            .during(&self.label, op)?;
+        let rows = stmt
+            .query_map([], |row| {
+                let kind: String = row.get(1)?;
+                let kind = AssetKind::parse(&kind).ok_or_else(|| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        1,
+                        Type::Text,
+                        format!("unknown asset kind {kind:?}").into(),
+                    )
+                })?;
+                Ok((row.get(0)?, kind, row.get(2)?))
+            })
+            .during(&self.label, op)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .during(&self.label, op)
+    }
+
     /// Removes the assets whose `last_seen` is before `ts` (gone since the last scans).
     /// History, approvals and audit records about them stay. Returns how many were removed.
     pub fn remove_assets_not_seen_since(&mut self, ts: Timestamp) -> Result<usize> {

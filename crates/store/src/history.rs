@@ -481,19 +481,27 @@ impl Store {
     }
 
     /// The versions this asset was updated to and that ended failed, rolled back or frozen:
-    /// they must not be tried again. Sorted, without duplicates.
+    /// they must not be tried again. An update a crash cut short ([`Store::mark_interrupted`])
+    /// does not count, unless its target was cut short [`crate::INTERRUPTIONS_BEFORE_FAILED`]
+    /// times. Sorted, without duplicates.
     pub fn failed_targets(&self, asset_id: &str) -> Result<Vec<String>> {
         let op = "read failed targets";
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT DISTINCT to_ref FROM updates
+                "SELECT to_ref FROM updates u
                  WHERE asset_id = ?1 AND status IN ('failed', 'rolled_back', 'frozen')
+                 GROUP BY to_ref
+                 HAVING sum(u.id NOT IN (SELECT update_id FROM interrupted_updates)) > 0
+                     OR count(*) >= ?2
                  ORDER BY to_ref",
             )
             .during(&self.label, op)?;
         let rows = stmt
-            .query_map([asset_id], |row| row.get(0))
+            .query_map(
+                params![asset_id, crate::INTERRUPTIONS_BEFORE_FAILED],
+                |row| row.get(0),
+            )
             .during(&self.label, op)?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .during(&self.label, op)

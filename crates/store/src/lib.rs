@@ -5,6 +5,8 @@
 //! * what the engine decided, and what operators approved or rejected;
 //! * what it did: every update attempt, with the snapshot needed to roll it back committed
 //!   before anything is changed, so that a restart finds unfinished updates;
+//! * the daemon's work queue (what it means to apply, claimed and finished atomically) and the
+//!   "approval needed" notices already sent;
 //! * the hash-chained audit trail of all of it ([`safe_updater_core::audit`]), append-only.
 //!
 //! What it must not do: decide anything. It does not evaluate policy, pick versions, judge
@@ -40,6 +42,7 @@ mod error;
 mod history;
 mod migrations;
 mod overrides;
+mod queue;
 mod types;
 
 use std::path::{Path, PathBuf};
@@ -53,6 +56,9 @@ pub use audit::{AuditVerification, CHECKPOINT_ACTION, PRUNED_ACTION, PruneReport
 pub use error::{Result, StoreError};
 pub use migrations::SCHEMA_VERSION;
 pub use overrides::{AssetOverrides, PinOverride, SnoozeOverride};
+pub use queue::{
+    Enqueued, INTERRUPTIONS_BEFORE_FAILED, NewQueueEntry, QueueEnd, QueueEntry, QueueState,
+};
 pub use safe_updater_core::audit::{AuditEvent, AuditRecord, ChainHead, VerifyReport};
 pub use types::*;
 

@@ -37,10 +37,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "0004_overrides",
         sql: include_str!("../migrations/0004_overrides.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_queue",
+        sql: include_str!("../migrations/0005_queue.sql"),
+    },
 ];
 
 /// The schema version this release writes: the number of the last migration.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 pub(crate) fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA user_version", [], |row| row.get(0))

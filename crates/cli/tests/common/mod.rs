@@ -3,6 +3,10 @@
 //! fails). Each test file compiles this module on its own and uses part of it.
 #![allow(dead_code)]
 
+mod daemon;
+#[allow(unused_imports)]
+pub use daemon::*;
+
 use std::process::Command as Process;
 
 use assert_cmd::Command;

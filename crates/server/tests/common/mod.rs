@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use safe_updater_server::{
-    ApiToken, AppState, AssetSummary, Backend, BackendError, BackendResult, Metrics, Operator,
-    PendingApproval, PushEvent, Readiness, Secret, ServerConfig, WebhookSecrets, router, serve,
+    ApiToken, AppState, AssetSummary, Backend, BackendError, BackendResult, LiveSecrets, Metrics,
+    Operator, PendingApproval, PushEvent, Readiness, Secret, ServerConfig, WebhookSecrets, router,
+    serve,
 };
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -301,6 +302,8 @@ pub struct TestServer {
     pub backend: Arc<MemBackend>,
     pub metrics: Metrics,
     pub readiness: Readiness,
+    /// What a configuration reload replaces.
+    pub secrets: LiveSecrets,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -317,6 +320,7 @@ impl TestServer {
             metrics.clone(),
             readiness.clone(),
         );
+        let secrets = state.secrets();
         let listener = safe_updater_server::bind(&config)
             .await
             .expect("bind 127.0.0.1:0");
@@ -331,6 +335,7 @@ impl TestServer {
             backend,
             metrics,
             readiness,
+            secrets,
             shutdown: Some(tx),
             handle: Some(handle),
         }
