@@ -21,6 +21,7 @@ use tempfile::TempDir;
 
 #[path = "../../kube/tests/support/cluster.rs"]
 mod cluster;
+mod common;
 use cluster::{Env, Namespace, env, kubectl, run};
 
 /// A kubeconfig of one service account of the shipped roles (`safe-updater` read-only,
@@ -1042,4 +1043,138 @@ fn kubernetes_disabled_behaves_as_before() {
     let (code, report) = run(docker, &["check"]);
     assert_eq!(code, Some(0), "{report}");
     assert_eq!(report["checks"], Value::Array(Vec::new()));
+}
+
+/// The daemon stopped (SIGTERM, then SIGKILL) when the test ends, also on failure.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `safe-updater watch` runs the Kubernetes part of each cycle as the shipped update role: the
+/// bad patch (`:1.0.2`) is tried and rolled back, the next cycle applies 1.0.1, `/metrics` counts
+/// both under `asset_type="kubernetes"`, and SIGTERM ends the daemon with exit 0.
+#[test]
+fn the_daemon_updates_kubernetes_workloads_by_policy() {
+    let Some(env) = env() else { return };
+    let dir = TempDir::new().expect("tempdir");
+    let writer = identity(env, dir.path(), "safe-updater-writer");
+    let ns = Namespace::new(env, "su-cli", "watch");
+    ns.apply(&deployment("web", &format!("{}:1.0.0", env.image_repo), ""));
+    let port = common::free_port();
+    let cfg = format!(
+        "{}docker:\n  engines:\n    - name: none\n      host: unix:///nonexistent/docker.sock\ndaemon: {{interval: 3s}}\nserver: {{listen: \"127.0.0.1:{port}\"}}\n",
+        config(
+            env,
+            dir.path(),
+            &writer,
+            &format!(
+                "  enabled: true\n  namespaces: {{include: [{}]}}\n",
+                ns.name
+            ),
+        )
+    );
+    let cfg_path = dir.path().join("config.yaml");
+    std::fs::write(&cfg_path, cfg).expect("config written");
+    let log_path = dir.path().join("daemon.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let bin = assert_cmd::cargo::cargo_bin("safe-updater");
+    let child = Command::new(bin)
+        .arg("--config")
+        .arg(&cfg_path)
+        .arg("--state")
+        .arg(dir.path().join("state.db"))
+        .args(["--log-format", "json", "watch"])
+        .env("SU_E2E_CHART_PASSWORD", &env.chart_password)
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("the daemon starts");
+    let mut daemon = Daemon(child);
+    let log_text = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let image = || {
+        ns.get(
+            "deployment/web",
+            "{.spec.template.spec.containers[0].image}",
+        )
+    };
+
+    let deadline = Instant::now() + Duration::from_secs(150);
+    while image() != format!("{}:1.0.1", env.image_repo) {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not apply 1.0.1 (image {}); log:\n{}",
+            image(),
+            log_text()
+        );
+        if let Ok(Some(status)) = daemon.0.try_wait() {
+            panic!("the daemon exited ({status}); log:\n{}", log_text());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The rollout of 1.0.1 is done; its health window may still be running.
+    let metric = |body: &str, name: &str| -> f64 {
+        body.lines()
+            .filter(|l| l.starts_with(name) && l.contains("asset_type=\"kubernetes\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let body = loop {
+        let (status, body) = common::http(port, "GET", "/metrics", &[("Accept", "text/plain")], "");
+        if status == 200 && metric(&body, "safe_updater_updates_succeeded_total") >= 1.0 {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no succeeded Kubernetes update in /metrics:\n{body}\nlog:\n{}",
+            log_text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        metric(&body, "safe_updater_rollbacks_total") >= 1.0,
+        "the rolled-back 1.0.2 is not counted:\n{body}"
+    );
+    assert!(
+        metric(&body, "safe_updater_updates_attempted_total") >= 2.0,
+        "{body}"
+    );
+    let log = log_text();
+    assert!(log.contains("rolled_back"), "{log}");
+    assert!(
+        !log.contains(&env.chart_password),
+        "the chart repository password reached the log"
+    );
+
+    common::signal(&daemon.0, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Ok(Some(status)) = daemon.0.try_wait() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status.code(), Some(0), "log:\n{}", log_text());
+    assert_eq!(image(), format!("{}:1.0.1", env.image_repo));
 }

@@ -269,6 +269,11 @@ async fn run_inner(
             count(list);
         }
     }
+    // Kubernetes after Docker, one update at a time (see kube_cycle), in scheduled cycles only:
+    // a registry webhook's trigger names repositories the Docker check already covered.
+    if matches!(scope, Scope::Due) && !shared.stopping.load(Ordering::SeqCst) {
+        applied += crate::kube_cycle::run(shared, cfg, &mut store, now, cid).await;
+    }
     prune_audit(shared, cfg, &mut store, now).await;
     Ok(CycleSummary { checked, applied })
 }
@@ -410,7 +415,7 @@ fn runnable(
     }
     Ok(out)
 }
-fn namespace_of(asset: &Asset) -> String {
+pub(crate) fn namespace_of(asset: &Asset) -> String {
     asset.namespace.clone().unwrap_or_default()
 }
 
@@ -448,45 +453,7 @@ async fn update_one(
         },
     };
     let elapsed = started.elapsed();
-    let (metric, kind) = match outcome.status.as_str() {
-        "succeeded" => (Some(UpdateOutcome::Succeeded), Some(EventKind::Applied)),
-        "rolled_back" => (Some(UpdateOutcome::RolledBack), Some(EventKind::RolledBack)),
-        "skipped" | "not_started" => (None, None),
-        _ => (Some(UpdateOutcome::Failed), Some(EventKind::Failed)),
-    };
-    if let Some(m) = metric {
-        shared.metrics.update_finished(&labels, m, elapsed);
-        if m == UpdateOutcome::RolledBack {
-            shared
-                .metrics
-                .rollback(asset.kind.asset_type(), &namespace_of(asset), true);
-        }
-        shared.metrics.health_check_finished(
-            asset.kind.asset_type(),
-            &namespace_of(asset),
-            elapsed,
-            m == UpdateOutcome::Succeeded,
-        );
-    }
-    if let Some(kind) = kind {
-        let mut event = Event::new(
-            kind,
-            asset.id.clone(),
-            asset.name.clone(),
-            asset.kind.as_str(),
-            Timestamp::now(),
-        );
-        event.namespace = asset.namespace.clone();
-        event.from = tag_of(&asset.image);
-        event.to = Some(target.to_owned());
-        event.decision = "approve".into();
-        event.reason = outcome
-            .detail
-            .clone()
-            .unwrap_or_else(|| format!("{} is running", target));
-        event.correlation_id = Some(cid.clone());
-        shared.notifier.notify(event);
-    }
+    report_outcome(shared, asset, target, change, &outcome, elapsed, &cid);
     tracing::info!(
         event = "update.finished",
         result = %outcome.status,
@@ -571,6 +538,59 @@ async fn apply(
         }
     }
     result
+}
+
+/// Counts a finished update in the metrics and announces it (applied, failed, rolled back);
+/// an update that did not start is neither. Docker's and Kubernetes' updates alike.
+pub(crate) fn report_outcome(
+    shared: &Shared,
+    asset: &Asset,
+    target: &str,
+    change: &str,
+    outcome: &ApplyOutcome,
+    elapsed: std::time::Duration,
+    cid: &str,
+) {
+    let labels = UpdateLabels::new(asset.kind.asset_type(), namespace_of(asset), change);
+    let (metric, kind) = match outcome.status.as_str() {
+        "succeeded" => (Some(UpdateOutcome::Succeeded), Some(EventKind::Applied)),
+        "rolled_back" => (Some(UpdateOutcome::RolledBack), Some(EventKind::RolledBack)),
+        "skipped" | "not_started" => (None, None),
+        _ => (Some(UpdateOutcome::Failed), Some(EventKind::Failed)),
+    };
+    if let Some(m) = metric {
+        shared.metrics.update_finished(&labels, m, elapsed);
+        if m == UpdateOutcome::RolledBack {
+            shared
+                .metrics
+                .rollback(asset.kind.asset_type(), &namespace_of(asset), true);
+        }
+        shared.metrics.health_check_finished(
+            asset.kind.asset_type(),
+            &namespace_of(asset),
+            elapsed,
+            m == UpdateOutcome::Succeeded,
+        );
+    }
+    if let Some(kind) = kind {
+        let mut event = Event::new(
+            kind,
+            asset.id.clone(),
+            asset.name.clone(),
+            asset.kind.as_str(),
+            Timestamp::now(),
+        );
+        event.namespace = asset.namespace.clone();
+        event.from = tag_of(&asset.image);
+        event.to = Some(target.to_owned());
+        event.decision = "approve".into();
+        event.reason = outcome
+            .detail
+            .clone()
+            .unwrap_or_else(|| format!("{} is running", target));
+        event.correlation_id = Some(cid.to_owned());
+        shared.notifier.notify(event);
+    }
 }
 
 fn record_inventory(shared: &Shared, store: &Store, report: &CheckReport) {

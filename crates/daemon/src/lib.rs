@@ -20,6 +20,7 @@
 
 mod backend;
 mod cycle;
+mod kube_cycle;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
