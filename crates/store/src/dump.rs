@@ -14,7 +14,10 @@ use crate::types::{DUMP_FORMAT_VERSION, StateDump, Stats, Verdict};
 use crate::{Store, ts_to_sql, u64_to_sql};
 
 /// Every table holding state, children before parents (the order to empty them in).
-const STATE_TABLES: [&str; 9] = [
+const STATE_TABLES: [&str; 12] = [
+    "interrupted_updates",
+    "review_notices",
+    "update_queue",
     "asset_overrides",
     "update_snapshots",
     "updates",
@@ -94,6 +97,9 @@ impl Store {
             approvals: self.all_approvals()?,
             updates: self.all_updates()?,
             overrides: self.all_overrides()?,
+            queue: self.all_queue_entries()?,
+            review_notices: self.all_review_notices()?,
+            interrupted_updates: self.all_interrupted_updates()?,
             audit_checkpoints: self.all_audit_checkpoints()?,
             audit: self.all_audit_records()?,
         };
@@ -246,6 +252,14 @@ impl Store {
         for o in &dump.overrides {
             crate::overrides::insert_overrides(&tx, label, op, o)?;
         }
+        crate::queue::insert_scheduling_state(
+            &tx,
+            label,
+            op,
+            &dump.queue,
+            &dump.review_notices,
+            &dump.interrupted_updates,
+        )?;
         for c in &dump.audit_checkpoints {
             let added = tx
                 .execute(

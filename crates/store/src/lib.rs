@@ -58,6 +58,7 @@ pub use migrations::SCHEMA_VERSION;
 pub use overrides::{AssetOverrides, PinOverride, SnoozeOverride};
 pub use queue::{
     Enqueued, INTERRUPTIONS_BEFORE_FAILED, NewQueueEntry, QueueEnd, QueueEntry, QueueState,
+    ReviewNotice,
 };
 pub use safe_updater_core::audit::{AuditEvent, AuditRecord, ChainHead, VerifyReport};
 pub use types::*;

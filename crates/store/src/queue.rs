@@ -405,4 +405,97 @@ impl Store {
             .during(&self.label, "mark an update interrupted")?;
         Ok(())
     }
+
+    /// Every queue entry, oldest first (for the state dump).
+    pub(crate) fn all_queue_entries(&self) -> Result<Vec<QueueEntry>> {
+        self.collect_all(
+            &format!("SELECT {COLUMNS} FROM update_queue ORDER BY id"),
+            "read the queue",
+            entry_from_row,
+        )
+    }
+
+    /// Every review announced, by asset and candidate (for the state dump).
+    pub(crate) fn all_review_notices(&self) -> Result<Vec<ReviewNotice>> {
+        self.collect_all(
+            "SELECT asset_id, candidate, notified_at FROM review_notices \
+             ORDER BY asset_id, candidate",
+            "read review notices",
+            |row| {
+                Ok(ReviewNotice {
+                    asset_id: row.get(0)?,
+                    candidate: row.get(1)?,
+                    notified_at: ts_col(row, 2)?,
+                })
+            },
+        )
+    }
+
+    /// The ids of the updates a crash cut short (for the state dump).
+    pub(crate) fn all_interrupted_updates(&self) -> Result<Vec<i64>> {
+        self.collect_all(
+            "SELECT update_id FROM interrupted_updates ORDER BY update_id",
+            "read interrupted updates",
+            |row| row.get(0),
+        )
+    }
+}
+
+/// A review announced to the notification channels ("approval needed"), once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewNotice {
+    pub asset_id: String,
+    pub candidate: String,
+    pub notified_at: Timestamp,
+}
+
+/// Restores the queue, notices and interruptions of a dump inside its import transaction.
+pub(crate) fn insert_scheduling_state(
+    tx: &rusqlite::Transaction<'_>,
+    label: &str,
+    op: &'static str,
+    queue: &[QueueEntry],
+    notices: &[ReviewNotice],
+    interrupted: &[i64],
+) -> Result<()> {
+    for e in queue {
+        tx.prepare_cached(&format!(
+            "INSERT INTO update_queue ({COLUMNS}) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+        ))
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                e.id,
+                e.asset_id,
+                e.target,
+                e.change,
+                e.reason,
+                e.priority,
+                ts_to_sql(&e.enqueued_at),
+                e.state.as_str(),
+                i64::from(e.attempts),
+                e.claimed_at.as_ref().map(ts_to_sql),
+                e.finished_at.as_ref().map(ts_to_sql),
+                e.outcome,
+                e.detail,
+                e.correlation_id,
+            ])
+        })
+        .during(label, op)?;
+    }
+    for n in notices {
+        tx.prepare_cached(
+            "INSERT INTO review_notices (asset_id, candidate, notified_at) VALUES (?1, ?2, ?3)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![n.asset_id, n.candidate, ts_to_sql(&n.notified_at)])
+        })
+        .during(label, op)?;
+    }
+    for id in interrupted {
+        tx.prepare_cached("INSERT INTO interrupted_updates (update_id) VALUES (?1)")
+            .and_then(|mut stmt| stmt.execute([id]))
+            .during(label, op)?;
+    }
+    Ok(())
 }

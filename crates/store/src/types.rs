@@ -318,6 +318,14 @@ pub struct StateDump {
     /// empty, so dumps without overrides read and write as before.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub overrides: Vec<crate::AssetOverrides>,
+    /// The daemon's queue, the reviews already announced, and the updates a crash cut short
+    /// (schema 5). Absent from older dumps and left out when empty, like `overrides`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queue: Vec<crate::QueueEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub review_notices: Vec<crate::ReviewNotice>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interrupted_updates: Vec<i64>,
     pub audit_checkpoints: Vec<AuditCheckpoint>,
     pub audit: Vec<AuditRecord>,
 }

@@ -245,3 +245,63 @@ fn an_interrupted_update_does_not_fail_its_target_until_it_recurs() {
         vec!["r/web:1.0.1".to_owned(), "r/web:1.0.2".to_owned()]
     );
 }
+
+/// A backup holds the scheduling state too: after export and import into a new file, the queue
+/// (with its states), the reviews already announced and the interrupted updates are the same,
+/// so a restored daemon neither announces a review again nor counts a crash as a failure.
+#[test]
+fn the_state_dump_carries_the_queue_notices_and_interruptions() {
+    let (_d, _p, mut s) = file_store();
+    let r = s
+        .enqueue(&[entry("a", "1.0.1", 2), entry("b", "2.0.1", 0)], at(0))
+        .expect("enqueue");
+    let Enqueued::Added(b) = r[1] else {
+        panic!("added: {r:?}")
+    };
+    assert!(s.claim_queued(b, at(1)).expect("claim"));
+    s.finish_queued(b, QueueEnd::Done, Some("succeeded"), None, at(2))
+        .expect("finish");
+    s.mark_reviews_notified(&[("a".into(), "1.1.0".into())], at(3))
+        .expect("notice");
+    let id = s
+        .begin_update(&UpdateStart {
+            asset_id: "a".into(),
+            from_ref: "r/web:1.0.0".into(),
+            to_ref: "r/web:1.0.1".into(),
+            snapshot: json!({"x": 1}),
+            correlation_id: None,
+            actor: "daemon".into(),
+            at: at(4),
+        })
+        .expect("begin");
+    s.finish_update(
+        id,
+        UpdateOutcome::RolledBack,
+        Some("interrupted".into()),
+        at(5),
+        "daemon",
+    )
+    .expect("finish");
+    s.mark_interrupted(id).expect("mark");
+
+    let dump = s.export_state().expect("export");
+    assert_eq!(dump.queue.len(), 2);
+    assert_eq!(dump.review_notices.len(), 1);
+    assert_eq!(dump.interrupted_updates.len(), 1);
+    let text = serde_json::to_string(&dump).expect("serialise");
+    let back = serde_json::from_str(&text).expect("parse");
+    let (_d2, _p2, mut copy) = file_store();
+    copy.import_state(&back, false).expect("import");
+    assert_eq!(copy.export_state().expect("export again"), dump);
+    // Restored, they still act: the review is not new, the crash is not a failure, and the
+    // open entry is still the asset's one open entry.
+    assert_eq!(
+        copy.mark_reviews_notified(&[("a".into(), "1.1.0".into())], at(6))
+            .expect("notice"),
+        vec![false]
+    );
+    assert!(copy.failed_targets("a").expect("read").is_empty());
+    let open = copy.open_queue().expect("open");
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].target, "1.0.1");
+}
