@@ -22,7 +22,7 @@ use tempfile::TempDir;
 #[path = "../../kube/tests/support/cluster.rs"]
 mod cluster;
 mod common;
-use cluster::{Env, Namespace, env, kubectl, run};
+use cluster::{Env, Namespace, env, run};
 
 /// A kubeconfig of one service account of the shipped roles (`safe-updater` read-only,
 /// `safe-updater-writer` update), in `dir`.
@@ -42,21 +42,6 @@ fn current_context(env: &Env, kubeconfig: &Path) -> String {
 }
 
 impl Namespace<'_> {
-    fn get(&self, what: &str, jsonpath: &str) -> String {
-        kubectl(
-            self.env,
-            &[
-                "get",
-                what,
-                "-n",
-                &self.name,
-                "-o",
-                &format!("jsonpath={jsonpath}"),
-            ],
-            None,
-        )
-    }
-
     /// `helm install` as admin (a fixture), from the OCI copy of the chart.
     fn install_chart(&self, release: &str, version: &str) {
         let chart = format!("{}/demo-web", self.env.chart_oci);
@@ -294,21 +279,7 @@ fn check_finds_a_private_patch_with_only_the_pods_pull_secrets() {
     let dir = TempDir::new().expect("tempdir");
     let reader = identity(env, dir.path(), "safe-updater");
     let ns = Namespace::new(env, "su-cli", "pull");
-    kubectl(
-        env,
-        &[
-            "create",
-            "secret",
-            "docker-registry",
-            "regcred",
-            "-n",
-            &ns.name,
-            &format!("--docker-server={}", env.registry_basic),
-            &format!("--docker-username={}", env.registry_user),
-            &format!("--docker-password={}", env.registry_password),
-        ],
-        None,
-    );
+    ns.create_pull_secret("regcred");
     let image = format!("{}/demo/web:1.0.0", env.registry_basic);
     ns.apply(&deployment(
         "private",
@@ -417,10 +388,7 @@ fn update_rolls_out_a_patch_rolls_back_a_bad_one_and_rollback_restores() {
     assert_eq!(code, 0, "{out} {err}");
     assert_eq!(out[0]["status"], "succeeded", "{out}");
     assert_eq!(
-        ns.get(
-            "deployment/web",
-            "{.spec.template.spec.containers[0].image}"
-        ),
+        ns.image("deployment/web"),
         format!("{}:1.0.1", env.image_repo)
     );
     assert_eq!(
@@ -438,10 +406,7 @@ fn update_rolls_out_a_patch_rolls_back_a_bad_one_and_rollback_restores() {
     assert_eq!(code, 0, "{out} {err}");
     assert_eq!(out[0]["to"], format!("{}:1.0.0", env.image_repo));
     assert_eq!(
-        ns.get(
-            "deployment/web",
-            "{.spec.template.spec.containers[0].image}"
-        ),
+        ns.image("deployment/web"),
         format!("{}:1.0.0", env.image_repo)
     );
 
@@ -499,11 +464,7 @@ fn an_update_killed_mid_rollout_is_restored_on_the_next_start() {
         .spawn()
         .expect("update starts");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while ns.get(
-        "deployment/web",
-        "{.spec.template.spec.containers[0].image}",
-    ) != format!("{}:1.0.1", env.image_repo)
-    {
+    while ns.image("deployment/web") != format!("{}:1.0.1", env.image_repo) {
         if let Some(status) = child.try_wait().expect("child") {
             use std::io::Read as _;
             let mut err = String::new();
@@ -575,12 +536,7 @@ fn helm_chart_upgrade_a_bad_upgrade_rolled_back_and_helm_rollback() {
         |l| !l.is_empty(),
     );
     let id = format!("k8s/{ctx}/{n}/HelmRelease/rel");
-    let image = || {
-        ns.get(
-            "deployment/rel-demo-web",
-            "{.spec.template.spec.containers[0].image}",
-        )
-    };
+    let image = || ns.image("deployment/rel-demo-web");
 
     // The chart versions come from the basic-auth repository; policy picks 0.1.2 (image
     // 1.0.2, which crash-loops): helm rollback to revision 1 by itself.
@@ -735,12 +691,7 @@ fn run_once_updates_kubernetes_by_policy() {
             ),
         )
     );
-    let image = || {
-        ns.get(
-            "deployment/web",
-            "{.spec.template.spec.containers[0].image}",
-        )
-    };
+    let image = || ns.image("deployment/web");
     let deadline = Instant::now() + Duration::from_secs(60);
     // The first cycle may find the pods not yet Ready; policy still picks 1.0.2, which fails.
     let (_, out, err) = loop {
@@ -815,12 +766,7 @@ fn configured_checks_fail_and_pass_a_kubernetes_update() {
         |l| !l.is_empty(),
     );
     let id = list[0]["id"].as_str().expect("id").to_owned();
-    let image = || {
-        ns.get(
-            "deployment/web",
-            "{.spec.template.spec.containers[0].image}",
-        )
-    };
+    let image = || ns.image("deployment/web");
 
     let (code, out, err) = su(
         env,
@@ -879,12 +825,7 @@ fn exec_checks_in_the_new_pods_pass_and_fail_a_kubernetes_update() {
         |l| !l.is_empty(),
     );
     let id = list[0]["id"].as_str().expect("id").to_owned();
-    let image = || {
-        ns.get(
-            "deployment/web",
-            "{.spec.template.spec.containers[0].image}",
-        )
-    };
+    let image = || ns.image("deployment/web");
 
     // The output lacks what the check wants: rolled back.
     let (code, out, err) = su(
@@ -962,13 +903,7 @@ fn read_only_mode_refuses_update_with_a_clear_error() {
             .is_some_and(|d| d.contains("kubernetes.read_only is true")),
         "{out}"
     );
-    assert_eq!(
-        ns.get(
-            "deployment/web",
-            "{.spec.template.spec.containers[0].image}"
-        ),
-        image
-    );
+    assert_eq!(ns.image("deployment/web"), image);
     let (_, history, _) = su(env, dir.path(), &cfg, &["history"]);
     assert_eq!(
         history,
@@ -1108,12 +1043,7 @@ fn the_daemon_updates_kubernetes_workloads_by_policy() {
         .expect("the daemon starts");
     let mut daemon = Daemon(child);
     let log_text = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let image = || {
-        ns.get(
-            "deployment/web",
-            "{.spec.template.spec.containers[0].image}",
-        )
-    };
+    let image = || ns.image("deployment/web");
 
     let deadline = Instant::now() + Duration::from_secs(150);
     while image() != format!("{}:1.0.1", env.image_repo) {

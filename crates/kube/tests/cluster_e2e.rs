@@ -626,19 +626,7 @@ async fn helm_rollback_after_someone_else_changed_the_objects() {
             helm.version()
         );
     }
-    let image = kubectl(
-        env,
-        &[
-            "get",
-            "-n",
-            &ns.name,
-            deploy,
-            "-o",
-            "jsonpath={.spec.template.spec.containers[0].image}",
-        ],
-        None,
-    );
-    assert_eq!(image, format!("{}:1.0.0", env.image_repo));
+    assert_eq!(ns.image(deploy), format!("{}:1.0.0", env.image_repo));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -646,21 +634,7 @@ async fn pull_credentials_come_from_the_workloads_image_pull_secrets() {
     let Some(env) = env() else { return };
     let ids = identities(env);
     let ns = Namespace::new(env, "su-e2e", "pull");
-    kubectl(
-        env,
-        &[
-            "create",
-            "secret",
-            "docker-registry",
-            "regcred",
-            "-n",
-            &ns.name,
-            &format!("--docker-server={}", env.registry_basic),
-            &format!("--docker-username={}", env.registry_user),
-            &format!("--docker-password={}", env.registry_password),
-        ],
-        None,
-    );
+    ns.create_pull_secret("regcred");
     let image = format!("{}/demo/web:1.0.0", env.registry_basic);
     ns.apply(&deployment_yaml(
         "private",

@@ -170,6 +170,47 @@ impl<'a> Namespace<'a> {
             Some(yaml),
         );
     }
+
+    /// `kubectl get <what> -o jsonpath=<jsonpath>` in this namespace.
+    pub fn get(&self, what: &str, jsonpath: &str) -> String {
+        kubectl(
+            self.env,
+            &[
+                "get",
+                what,
+                "-n",
+                &self.name,
+                "-o",
+                &format!("jsonpath={jsonpath}"),
+            ],
+            None,
+        )
+    }
+
+    /// The image of the first container of a workload's pod template (`deployment/web`).
+    pub fn image(&self, workload: &str) -> String {
+        self.get(workload, "{.spec.template.spec.containers[0].image}")
+    }
+
+    /// A `docker-registry` Secret `name` holding the basic-auth registry's credentials.
+    pub fn create_pull_secret(&self, name: &str) {
+        let env = self.env;
+        kubectl(
+            env,
+            &[
+                "create",
+                "secret",
+                "docker-registry",
+                name,
+                "-n",
+                &self.name,
+                &format!("--docker-server={}", env.registry_basic),
+                &format!("--docker-username={}", env.registry_user),
+                &format!("--docker-password={}", env.registry_password),
+            ],
+            None,
+        );
+    }
 }
 
 impl Drop for Namespace<'_> {
