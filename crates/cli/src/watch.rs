@@ -31,10 +31,7 @@ pub fn watch(global: &GlobalArgs, _args: &WatchArgs) -> anyhow::Result<ExitCode>
         env: env_pairs(),
         actor: "daemon".into(),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt = safe_updater_daemon::runtime().context("cannot start the async runtime")?;
     rt.block_on(safe_updater_daemon::run(options))?;
     Ok(ExitCode::SUCCESS)
 }

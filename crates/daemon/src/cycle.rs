@@ -5,7 +5,7 @@
 //! work are read, and an update's task is spawned only once it has a concurrency permit. Errors end the cycle with a log
 //! line; the next cycle starts afresh.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -18,7 +18,7 @@ use safe_updater_core::policy::{KEY_PREFIX, parse_duration};
 use safe_updater_core::reference::ImageRef;
 use safe_updater_docker::update::RegistryAuth;
 use safe_updater_docker::{ConnectOptions, Engine, EngineSpec};
-use safe_updater_engine::{ApplyOutcome, AssetCheck, CheckReport, EngineError};
+use safe_updater_engine::{ApplyOutcome, AssetCheck, EngineError};
 use safe_updater_notify::{Event, EventKind};
 use safe_updater_registry::{Cycle, RegistryClient};
 use safe_updater_server::{InventoryLabels, PendingLabels, UpdateLabels, UpdateOutcome};
@@ -156,48 +156,61 @@ async fn run_inner(
 
     // Which assets are checked now: those due (or triggered), and every asset with queued
     // work, so that nothing runs on a stale decision (a window that closed, a pin set since).
-    let queued: HashSet<String> = store
-        .open_queue()
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|e| e.asset_id)
-        .collect();
-    let last = shared.last_checked.lock().await.clone();
-    let wanted = |a: &Asset| -> bool { queued.contains(&a.id) || in_scope(&scope, &last, a, now) };
-    let cycle = Cycle::new(client.clone());
-    let report = safe_updater_engine::check_some(cfg, &mut store, &cycle, now, actor, cid, &wanted)
-        .await
-        .map_err(|e| e.to_string())?;
-    drop(cycle);
-    drop(last);
-    {
-        let mut last = shared.last_checked.lock().await;
-        for c in &report.checks {
-            last.insert(c.asset_id.clone(), now);
-        }
+    let mut open: HashMap<String, Vec<(i64, String)>> = HashMap::new();
+    for e in store.open_queue().map_err(|e| e.to_string())? {
+        open.entry(e.asset_id).or_default().push((e.id, e.target));
     }
-    record_inventory(shared, &store, &report);
+    // Held through the check: cycles are the only users, and a copy would be as large as the
+    // inventory.
+    let mut last = shared.last_checked.lock().await;
+    let wanted =
+        |a: &Asset| -> bool { open.contains_key(&a.id) || in_scope(&scope, &last, a, now) };
+    let cycle = Cycle::new(client.clone());
+    let mut tally = Tally::new(&scope, &open, cid);
+    safe_updater_engine::check_each(
+        cfg,
+        &mut store,
+        &cycle,
+        now,
+        actor,
+        cid,
+        &wanted,
+        &mut |asset, check| tally.take(asset, check),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    drop(cycle);
+    let checked = tally.checked.len();
+    for id in std::mem::take(&mut tally.checked) {
+        last.insert(id, now);
+    }
+    drop(last);
+    record_inventory(shared, &store, std::mem::take(&mut tally.pending));
 
-    // Queue what policy approves now, then take from the queue what may run now. The report
-    // is dropped before the assets of that work are read: the two are never held together.
-    enqueue_approved(&mut store, &report, &scope, now, cid)?;
-    let entries = runnable(&mut store, &report, now)?;
-    let checked = report.checks.len();
-    drop(report);
-    // After the report is gone: the review list is as long as the inventory can be.
+    // Queue what policy approves now, then take from the queue what may run now.
+    let approved = enqueue_approved(&mut store, std::mem::take(&mut tally.approved), now)?;
+    let entries = runnable(&mut store, &tally.fates, &approved, now)?;
+    drop(tally);
+    drop((approved, open));
     notify_new_reviews(shared, &mut store, now);
+
+    // Ordering the work needs only each asset's dependency names; the assets themselves are
+    // read group by group as the groups start, so that a long queue is not held in memory.
     let mut work_entries = Vec::with_capacity(entries.len());
-    let mut work_assets = Vec::with_capacity(entries.len());
+    let mut nodes = Vec::with_capacity(entries.len());
+    let mut registries = BTreeSet::new();
     for entry in entries {
         if let Some(asset) = store
             .get_asset(&entry.asset_id)
             .map_err(|e| e.to_string())?
         {
+            nodes.push(safe_updater_engine::DependencyNode::of(&asset));
+            registries.extend(safe_updater_engine::registry_of(&asset.image));
             work_entries.push(entry);
-            work_assets.push(asset);
         }
     }
-    let mut groups = safe_updater_engine::dependency_groups(&work_assets);
+    let mut groups = safe_updater_engine::dependency_groups_of(&nodes);
+    drop(nodes);
     groups.sort_by_key(|g| {
         let p = g
             .iter()
@@ -209,14 +222,10 @@ async fn run_inner(
             .map(|&i| change_rank(&work_entries[i].change))
             .min()
             .unwrap_or(4);
-        (std::cmp::Reverse(p), r, work_assets[g[0]].id.clone())
+        (std::cmp::Reverse(p), r, work_entries[g[0]].asset_id.clone())
     });
-    let auth = safe_updater_engine::pull_auths(&client, &work_assets).await;
-    let mut slots: Vec<Option<(QueueEntry, Asset)>> = work_entries
-        .into_iter()
-        .zip(work_assets)
-        .map(Some)
-        .collect();
+    let auth = safe_updater_engine::pull_auths_for(&client, registries).await;
+    let mut slots: Vec<Option<Work>> = work_entries.into_iter().map(Some).collect();
     let limit = Arc::new(Semaphore::new(cfg.daemon.concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     let cfg_arc = Arc::new(cfg.clone());
@@ -227,8 +236,6 @@ async fn run_inner(
         applied += list.iter().filter(|o| o.status != "not_started").count();
     };
     for group in groups {
-        let work: Vec<(QueueEntry, Asset)> =
-            group.iter().filter_map(|&i| slots[i].take()).collect();
         // A task is spawned only once it has a permit: at most `concurrency` futures exist
         // at a time, however many updates are due (each holds a whole update's state).
         let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
@@ -242,10 +249,22 @@ async fn run_inner(
         if shared.stopping.load(Ordering::SeqCst) {
             tracing::info!(
                 event = "update.not_started",
-                remaining = work.len(),
+                remaining = group.len(),
                 "stopping: not started; the entries stay queued"
             );
             break;
+        }
+        let mut work: Vec<(Work, Asset)> = Vec::with_capacity(group.len());
+        for entry in group.iter().filter_map(|&i| slots[i].take()) {
+            // An asset gone since is the next cycle's to drop; a store error is logged, not
+            // returned: returning would abort the updates in flight.
+            match store.get_asset(&entry.asset_id) {
+                Ok(Some(asset)) => work.push((entry, asset)),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(event = "update.not_started", asset_id = %entry.asset_id, error = %e, "cannot read the asset; the entry stays queued");
+                }
+            }
         }
         let (cfg, specs, auth) = (Arc::clone(&cfg_arc), Arc::clone(&specs), Arc::clone(&auth));
         let shared = Arc::clone(shared);
@@ -294,54 +313,148 @@ fn in_scope(scope: &Scope, last: &HashMap<String, Timestamp>, a: &Asset, now: Ti
 /// keeps killing the process.
 const MAX_ATTEMPTS: u32 = 3;
 
-/// Queues every container candidate policy approves now (`act_on`).
+/// What a cycle keeps of each check outcome: counters and the queue's business, never the
+/// evaluations themselves (there are as many as assets checked).
+struct Tally<'a> {
+    scope: &'a Scope,
+    /// The open queue entries by asset: `(entry id, target)`.
+    open: &'a HashMap<String, Vec<(i64, String)>>,
+    cid: &'a str,
+    checked: Vec<String>,
+    /// `safe_updater_pending_updates`: (asset type, namespace, update type, status).
+    pending: BTreeMap<(String, String, String, String), i64>,
+    /// Container candidates policy approves now (`act_on`), to be queued.
+    approved: Vec<NewQueueEntry>,
+    /// The open entries of the assets checked, judged by the fresh evaluation.
+    fates: HashMap<i64, Fate>,
+}
+
+/// A queued entry that may run now: what its update needs of it (a long queue is held in
+/// this form until its turn).
+struct Work {
+    id: i64,
+    asset_id: String,
+    target: String,
+    change: String,
+    priority: i64,
+    attempts: u32,
+}
+
+impl From<QueueEntry> for Work {
+    fn from(e: QueueEntry) -> Self {
+        Work {
+            id: e.id,
+            asset_id: e.asset_id,
+            target: e.target,
+            change: e.change,
+            priority: e.priority,
+            attempts: e.attempts,
+        }
+    }
+}
+
+/// What becomes of a queued entry after its asset's check.
+enum Fate {
+    Run,
+    /// Deferred (a window, a cooldown, a snooze) or its asset could not be checked.
+    Keep,
+    /// No longer approved: why.
+    Drop(String),
+}
+
+impl<'a> Tally<'a> {
+    fn new(scope: &'a Scope, open: &'a HashMap<String, Vec<(i64, String)>>, cid: &'a str) -> Self {
+        Tally {
+            scope,
+            open,
+            cid,
+            checked: Vec::new(),
+            pending: BTreeMap::new(),
+            approved: Vec::new(),
+            fates: HashMap::new(),
+        }
+    }
+
+    fn take(&mut self, asset: &Asset, check: AssetCheck) {
+        self.checked.push(check.asset_id);
+        let entries = self.open.get(&asset.id).map(Vec::as_slice).unwrap_or(&[]);
+        let Some(e) = check.evaluation else {
+            for (id, _) in entries {
+                self.fates.insert(*id, Fate::Keep);
+            }
+            return;
+        };
+        for cand in &e.candidates {
+            let status = match cand.decision {
+                Verdict::PendingReview => "approval",
+                Verdict::ManualApproval => "manual",
+                Verdict::Defer => "deferred",
+                _ => continue,
+            };
+            *self
+                .pending
+                .entry((
+                    asset.kind.asset_type().to_owned(),
+                    namespace_of(asset),
+                    cand.change.clone(),
+                    status.to_owned(),
+                ))
+                .or_default() += 1;
+        }
+        if let Some(target) = &e.act_on
+            && asset.kind == AssetKind::Container
+            && let Some(cand) = e
+                .candidates
+                .iter()
+                .find(|x| &x.tag == target && x.decision == Verdict::Approve)
+        {
+            let reason = if cand.rule == "approval" {
+                "approved"
+            } else if let Scope::Triggered(ts) = self.scope
+                && ts
+                    .iter()
+                    .any(|t| matches!(t, Trigger::Repository { .. }) && concerns(t, asset))
+            {
+                "webhook"
+            } else {
+                "auto"
+            };
+            self.approved.push(NewQueueEntry {
+                asset_id: asset.id.clone(),
+                target: target.clone(),
+                change: cand.change.clone(),
+                reason: reason.to_owned(),
+                priority: priority(asset),
+                correlation_id: Some(self.cid.to_owned()),
+            });
+        }
+        for (id, target) in entries {
+            let cand = e.candidates.iter().find(|c| &c.tag == target);
+            let fate = if e.act_on.as_deref() == Some(target.as_str())
+                && cand.is_some_and(|c| c.decision == Verdict::Approve)
+            {
+                Fate::Run
+            } else {
+                match cand {
+                    Some(c) if c.decision == Verdict::Defer => Fate::Keep,
+                    Some(c) => Fate::Drop(format!("no longer approved: {}", c.reason)),
+                    None if &e.current == target => Fate::Drop("it already runs".into()),
+                    None => Fate::Drop("no longer proposed".into()),
+                }
+            };
+            self.fates.insert(*id, fate);
+        }
+    }
+}
+
+/// Queues what policy approves now; returns the approved target of each asset.
 fn enqueue_approved(
     store: &mut Store,
-    report: &CheckReport,
-    scope: &Scope,
+    new: Vec<NewQueueEntry>,
     now: Timestamp,
-    cid: &str,
-) -> Result<(), String> {
-    let mut new = Vec::new();
-    for c in &report.checks {
-        let Some(e) = &c.evaluation else { continue };
-        let Some(target) = &e.act_on else { continue };
-        let Some(cand) = e
-            .candidates
-            .iter()
-            .find(|x| &x.tag == target && x.decision == Verdict::Approve)
-        else {
-            continue;
-        };
-        // Only what is queued is read in full; the rest of the inventory stays on disk.
-        let Some(asset) = store.get_asset(&c.asset_id).map_err(|e| e.to_string())? else {
-            continue;
-        };
-        if asset.kind != AssetKind::Container {
-            continue;
-        }
-        let reason = if cand.rule == "approval" {
-            "approved"
-        } else if let Scope::Triggered(ts) = scope
-            && ts
-                .iter()
-                .any(|t| matches!(t, Trigger::Repository { .. }) && concerns(t, &asset))
-        {
-            "webhook"
-        } else {
-            "auto"
-        };
-        new.push(NewQueueEntry {
-            asset_id: asset.id.clone(),
-            target: target.clone(),
-            change: cand.change.clone(),
-            reason: reason.to_owned(),
-            priority: priority(&asset),
-            correlation_id: Some(cid.to_owned()),
-        });
-    }
+) -> Result<HashMap<String, String>, String> {
     if new.is_empty() {
-        return Ok(());
+        return Ok(HashMap::new());
     }
     let results = store.enqueue(&new, now).map_err(|e| e.to_string())?;
     for (e, r) in new.iter().zip(results) {
@@ -352,69 +465,60 @@ fn enqueue_approved(
             Enqueued::Present(_) | Enqueued::Busy(_) => {}
         }
     }
-    Ok(())
+    Ok(new.into_iter().map(|e| (e.asset_id, e.target)).collect())
 }
 
-/// The queued entries that may run now, with their assets: the fresh evaluation of the asset
-/// still acts on the entry's target. Entries whose target policy now refuses (or that are moot)
-/// are dropped with the reason; those merely deferred (a window, a cooldown, a snooze) or whose
-/// asset could not be checked stay queued.
+/// The queued entries that may run now: the fresh evaluation of the asset still acts on the
+/// entry's target. Entries whose target policy now refuses (or that are moot) are dropped
+/// with the reason; those merely deferred (a window, a cooldown, a snooze) or whose asset
+/// could not be checked stay queued.
 fn runnable(
     store: &mut Store,
-    report: &CheckReport,
+    fates: &HashMap<i64, Fate>,
+    approved: &HashMap<String, String>,
     now: Timestamp,
-) -> Result<Vec<QueueEntry>, String> {
-    let by_id: HashMap<&str, &AssetCheck> = report
-        .checks
-        .iter()
-        .map(|c| (c.asset_id.as_str(), c))
-        .collect();
+) -> Result<Vec<Work>, String> {
     let mut out = Vec::new();
     for entry in store.open_queue().map_err(|e| e.to_string())? {
         if entry.state != QueueState::Queued {
             continue;
         }
-        let drop_it = |store: &mut Store, why: String| -> Result<(), String> {
+        let drop_it = |store: &mut Store, why: &str| -> Result<(), String> {
             tracing::info!(event = "queue.dropped", asset_id = %entry.asset_id, to = %entry.target, reason = %why, "queued update dropped");
             store
-                .finish_queued(entry.id, QueueEnd::Dropped, None, Some(&why), now)
+                .finish_queued(entry.id, QueueEnd::Dropped, None, Some(why), now)
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         };
         if entry.attempts >= MAX_ATTEMPTS {
             drop_it(
                 store,
-                format!("claimed {} times without finishing", entry.attempts),
+                &format!("claimed {} times without finishing", entry.attempts),
             )?;
             continue;
         }
-        let Some(check) = by_id.get(entry.asset_id.as_str()) else {
-            if store
-                .get_asset(&entry.asset_id)
-                .map_err(|e| e.to_string())?
-                .is_none()
-            {
-                drop_it(store, "the asset is no longer tracked".into())?;
+        match fates.get(&entry.id) {
+            Some(Fate::Run) => out.push(Work::from(entry)),
+            Some(Fate::Keep) => {}
+            Some(Fate::Drop(why)) => drop_it(store, why)?,
+            // Queued by this cycle.
+            None if approved.get(&entry.asset_id) == Some(&entry.target) => {
+                out.push(Work::from(entry));
             }
-            continue;
-        };
-        let Some(e) = &check.evaluation else { continue };
-        let cand = e.candidates.iter().find(|c| c.tag == entry.target);
-        if e.act_on.as_deref() == Some(entry.target.as_str())
-            && cand.is_some_and(|c| c.decision == Verdict::Approve)
-        {
-            out.push(entry);
-            continue;
-        }
-        match cand {
-            Some(c) if c.decision == Verdict::Defer => {}
-            Some(c) => drop_it(store, format!("no longer approved: {}", c.reason))?,
-            None if e.current == entry.target => drop_it(store, "it already runs".into())?,
-            None => drop_it(store, "no longer proposed".into())?,
+            None => {
+                if store
+                    .get_asset(&entry.asset_id)
+                    .map_err(|e| e.to_string())?
+                    .is_none()
+                {
+                    drop_it(store, "the asset is no longer tracked")?;
+                }
+            }
         }
     }
     Ok(out)
 }
+
 pub(crate) fn namespace_of(asset: &Asset) -> String {
     asset.namespace.clone().unwrap_or_default()
 }
@@ -431,7 +535,7 @@ async fn update_one(
     cfg: &Config,
     specs: &[EngineSpec],
     auth: &BTreeMap<String, RegistryAuth>,
-    entry: &QueueEntry,
+    entry: &Work,
     asset: &Asset,
     cycle_id: &str,
 ) -> ApplyOutcome {
@@ -471,7 +575,7 @@ async fn apply(
     cfg: &Config,
     specs: &[EngineSpec],
     auth: &BTreeMap<String, RegistryAuth>,
-    entry: &QueueEntry,
+    entry: &Work,
     asset: &Asset,
     labels: &UpdateLabels,
     cid: &str,
@@ -593,7 +697,11 @@ pub(crate) fn report_outcome(
     }
 }
 
-fn record_inventory(shared: &Shared, store: &Store, report: &CheckReport) {
+fn record_inventory(
+    shared: &Shared,
+    store: &Store,
+    pending: BTreeMap<(String, String, String, String), i64>,
+) {
     // Counted by the database: the inventory itself is not read into memory.
     match store.count_assets_by_kind_namespace() {
         Ok(counts) => {
@@ -617,38 +725,6 @@ fn record_inventory(shared: &Shared, store: &Store, report: &CheckReport) {
         }
         Err(e) => tracing::warn!(error = %e, "cannot count the tracked assets"),
     }
-    let kinds = match store.asset_kinds() {
-        Ok(k) => k,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list the tracked assets");
-            return;
-        }
-    };
-    let mut pending: BTreeMap<(String, String, String, String), i64> = BTreeMap::new();
-    for c in &report.checks {
-        let Some(e) = &c.evaluation else { continue };
-        let Ok(i) = kinds.binary_search_by(|(id, _, _)| id.as_str().cmp(c.asset_id.as_str()))
-        else {
-            continue;
-        };
-        let (_, kind, namespace) = &kinds[i];
-        for cand in &e.candidates {
-            let status = match cand.decision {
-                Verdict::PendingReview => "approval",
-                Verdict::ManualApproval => "manual",
-                Verdict::Defer => "deferred",
-                _ => continue,
-            };
-            *pending
-                .entry((
-                    kind.asset_type().to_owned(),
-                    namespace.clone().unwrap_or_default(),
-                    cand.change.clone(),
-                    status.to_owned(),
-                ))
-                .or_default() += 1;
-        }
-    }
     shared
         .metrics
         .set_pending_updates(pending.into_iter().map(|((t, n, u, s), c)| {
@@ -665,50 +741,58 @@ fn record_inventory(shared: &Shared, store: &Store, report: &CheckReport) {
 }
 
 /// "Approval needed", once per review: the store remembers which reviews were announced, so
-/// neither a later cycle nor a restart announces one again.
+/// neither a later cycle nor a restart announces one again. Walks the reviews a page at a time:
+/// there can be as many as assets.
 fn notify_new_reviews(shared: &Shared, store: &mut Store, now: Timestamp) {
-    let pending = match safe_updater_engine::operator::pending(store) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list pending reviews");
-            return;
+    let mut oldest: Option<Timestamp> = None;
+    let mut after = None;
+    loop {
+        let (page, next) = match safe_updater_engine::operator::pending_page(store, after, 256) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list pending reviews");
+                return;
+            }
+        };
+        oldest = page.iter().map(|p| p.decided_at).chain(oldest).min();
+        let pairs: Vec<(String, String)> = page
+            .iter()
+            .map(|p| (p.asset_id.clone(), p.candidate.clone()))
+            .collect();
+        let fresh = match store.mark_reviews_notified(&pairs, now) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot record review notices; none sent this cycle");
+                return;
+            }
+        };
+        for (p, fresh) in page.into_iter().zip(fresh) {
+            if !fresh {
+                continue;
+            }
+            let mut event = Event::new(
+                EventKind::ApprovalNeeded,
+                p.asset_id.clone(),
+                p.asset_name.clone(),
+                p.kind.as_str(),
+                now,
+            );
+            event.namespace = p.namespace.clone();
+            event.from = tag_of(&p.from);
+            event.to = Some(p.candidate.clone());
+            event.decision = "pending_review".into();
+            event.reason = p.reason.clone();
+            tracing::info!(event = "approval.needed", asset_id = %p.asset_id, candidate = %p.candidate, approval_id = %p.id, "an update waits for approval");
+            shared.notifier.notify(event);
         }
-    };
-    let oldest = pending.iter().map(|p| p.decided_at).min();
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
     shared
         .metrics
         .set_oldest_pending_approval(oldest.map(std::time::SystemTime::from));
-    let pairs: Vec<(String, String)> = pending
-        .iter()
-        .map(|p| (p.asset_id.clone(), p.candidate.clone()))
-        .collect();
-    let fresh = match store.mark_reviews_notified(&pairs, now) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot record review notices; none sent this cycle");
-            return;
-        }
-    };
-    drop(pairs);
-    for (p, fresh) in pending.into_iter().zip(fresh) {
-        if !fresh {
-            continue;
-        }
-        let mut event = Event::new(
-            EventKind::ApprovalNeeded,
-            p.asset_id.clone(),
-            p.asset_name.clone(),
-            p.kind.as_str(),
-            now,
-        );
-        event.namespace = p.namespace.clone();
-        event.from = tag_of(&p.from);
-        event.to = Some(p.candidate.clone());
-        event.decision = "pending_review".into();
-        event.reason = p.reason.clone();
-        tracing::info!(event = "approval.needed", asset_id = %p.asset_id, candidate = %p.candidate, approval_id = %p.id, "an update waits for approval");
-        shared.notifier.notify(event);
-    }
 }
 
 /// Prunes the audit trail once a day when `audit.retention` is set.

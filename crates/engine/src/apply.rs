@@ -65,11 +65,23 @@ pub async fn pull_auths(
     client: &safe_updater_registry::RegistryClient,
     assets: &[Asset],
 ) -> std::collections::BTreeMap<String, RegistryAuth> {
-    let registries: std::collections::BTreeSet<String> = assets
+    let registries = assets
         .iter()
-        .filter_map(|a| ImageRef::parse(&a.image).ok())
-        .map(|r| r.registry().to_owned())
+        .filter_map(|a| registry_of(&a.image))
         .collect();
+    pull_auths_for(client, registries).await
+}
+
+/// The registry host of an image reference, `None` when it cannot be read.
+pub fn registry_of(image: &str) -> Option<String> {
+    ImageRef::parse(image).ok().map(|r| r.registry().to_owned())
+}
+
+/// [`pull_auths`] for these registry hosts.
+pub async fn pull_auths_for(
+    client: &safe_updater_registry::RegistryClient,
+    registries: std::collections::BTreeSet<String>,
+) -> std::collections::BTreeMap<String, RegistryAuth> {
     let mut out = std::collections::BTreeMap::new();
     for r in registries {
         match client.credential_for(&r).await {

@@ -61,6 +61,11 @@ fn repo_key(image: &ImageRef) -> String {
     format!("{}/{}", image.registry(), image.repository())
 }
 
+/// Assets read from the store and checked together. A check holds one page of the inventory
+/// and its evaluations at a time, so its memory follows this number, not the inventory's size;
+/// the registry is asked no more often for it (the `Cycle` remembers every answer).
+const PAGE: usize = 256;
+
 /// Checks every tracked asset and records the decisions (deduplicated: a decision already on
 /// record for the same candidate is not written again).
 pub async fn check<R: RegistryApi>(
@@ -85,11 +90,58 @@ pub async fn check_some<R: RegistryApi>(
     correlation_id: &str,
     wanted: &(dyn Fn(&Asset) -> bool + Sync),
 ) -> Result<CheckReport, EngineError> {
-    let mut assets = store.list_assets(&AssetFilter::default())?;
+    let mut checks = Vec::new();
+    let requests = check_each(
+        config,
+        store,
+        cycle,
+        now,
+        actor,
+        correlation_id,
+        wanted,
+        &mut |_, c| checks.push(c),
+    )
+    .await?;
+    checks.sort_by(|a, b| a.asset_id.cmp(&b.asset_id));
+    Ok(CheckReport { checks, requests })
+}
+
+/// [`check_some`] handing each outcome to `sink` with its asset as soon as it is decided,
+/// instead of collecting them: what the daemon uses, so that a cycle over a large inventory
+/// keeps only what it needs of each outcome. Returns the registry requests made.
+#[allow(clippy::too_many_arguments)]
+pub async fn check_each<R: RegistryApi>(
+    config: &safe_updater_core::config::Config,
+    store: &mut Store,
+    cycle: &Cycle<R>,
+    now: Timestamp,
+    actor: &str,
+    correlation_id: &str,
+    wanted: &(dyn Fn(&Asset) -> bool + Sync),
+    sink: &mut (dyn FnMut(&Asset, AssetCheck) + Send),
+) -> Result<RequestCounts, EngineError> {
     // Kubernetes assets need their cluster's pull secrets and chart repositories:
     // `crate::kube_check` checks them through `check_assets` below.
-    assets.retain(|a| wanted(a) && a.kind == AssetKind::Container);
-    check_assets(config, store, cycle, now, actor, correlation_id, assets).await
+    let containers = AssetFilter {
+        kind: Some(AssetKind::Container),
+        ..AssetFilter::default()
+    };
+    let mut checker = Checker::default();
+    let mut after: Option<String> = None;
+    loop {
+        let mut page = store.list_assets_page(&containers, after.as_deref(), PAGE)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        let more = page.len() == PAGE;
+        page.retain(|a| wanted(a));
+        checker
+            .check(config, store, cycle, now, actor, correlation_id, page, sink)
+            .await?;
+        if !more {
+            break;
+        }
+    }
+    Ok(cycle.requests())
 }
 
 /// Detects and decides for `assets` with the registry of `cycle`.
@@ -103,150 +155,200 @@ pub(crate) async fn check_assets<R: RegistryApi>(
     assets: Vec<Asset>,
 ) -> Result<CheckReport, EngineError> {
     let mut checks: Vec<AssetCheck> = Vec::with_capacity(assets.len());
-    // Parse every reference first; a reference Docker itself would refuse is one asset's
-    // problem, not the cycle's.
-    let mut parsed: Vec<(usize, ImageRef)> = Vec::new();
-    for (i, a) in assets.iter().enumerate() {
-        match ImageRef::parse(&a.image) {
-            Ok(r) => parsed.push((i, r.with_default_tag())),
-            Err(e) => checks.push(AssetCheck {
-                asset_id: a.id.clone(),
-                image: a.image.clone(),
-                evaluation: None,
-                error: Some(format!("image reference cannot be read: {e}")),
-            }),
-        }
-    }
-
-    // One tag listing per repository.
-    let mut repos: BTreeMap<String, ImageRef> = BTreeMap::new();
-    for (_, r) in &parsed {
-        repos.entry(repo_key(r)).or_insert_with(|| r.clone());
-    }
-    let listings: HashMap<String, Result<Arc<[String]>, RegistryError>> = stream::iter(repos)
-        .map(|(key, image)| async move { (key, cycle.tags(&image).await) })
-        .buffer_unordered(PARALLEL)
-        .collect()
-        .await;
-
-    // One HEAD per (repository, tag) that an asset runs with a known digest: digest drift.
-    let heads: HashMap<(String, String), Result<String, RegistryError>> = stream::iter(
-        parsed
-            .iter()
-            .filter(|(i, r)| assets[*i].digest.is_some() && r.tag().is_some())
-            .map(|(_, r)| r.clone())
-            .collect::<Vec<_>>(),
-    )
-    .map(|image| async move {
-        let tag = image.tag().unwrap_or("latest").to_owned();
-        let head = cycle.head(&image, &tag).await.map(|h| h.digest);
-        ((repo_key(&image), tag), head)
-    })
-    .buffer_unordered(PARALLEL)
-    .collect()
-    .await;
-
-    // Remember when each tag was first seen: the cooldown reads it.
-    let mut first_seen: HashMap<String, SeenTags> = HashMap::new();
-    for (key, listing) in &listings {
-        let Ok(tags) = listing else { continue };
-        let inputs: Vec<ObservedTagInput> = tags
-            .iter()
-            .map(|t| ObservedTagInput {
-                tag: t.clone(),
-                digest: None,
-            })
-            .collect();
-        store.record_observed_tags(key, &inputs, now)?;
-        let seen = store
-            .observed_tags(key)?
-            .into_iter()
-            .map(|o| (o.tag, (o.first_seen, o.digest_first_seen)))
-            .collect();
-        first_seen.insert(key.clone(), seen);
-    }
-
-    for (i, image) in parsed {
-        let asset = &assets[i];
-        let key = repo_key(&image);
-        let tags = match listings.get(&key) {
-            Some(Ok(t)) => t.clone(),
-            Some(Err(e)) => {
-                checks.push(AssetCheck {
-                    asset_id: asset.id.clone(),
-                    image: asset.image.clone(),
-                    evaluation: None,
-                    error: Some(e.to_string()),
-                });
-                continue;
-            }
-            None => Arc::from(Vec::new()),
-        };
-        let seen = first_seen.get(&key);
-        let available: Vec<Available> = tags
-            .iter()
-            .map(|t| Available {
-                tag: t.clone(),
-                first_seen: seen.and_then(|s| s.get(t)).map(|x| x.0),
-            })
-            .collect();
-        let current = image.tag().unwrap_or("latest").to_owned();
-        let mut facts = facts_for(store, asset, &current)?;
-        if let (Some(running), Some(Ok(latest))) =
-            (&asset.digest, heads.get(&(key.clone(), current.clone())))
-        {
-            facts.digest = Some(DigestDrift {
-                running: running.clone(),
-                latest: latest.clone(),
-                first_seen: seen.and_then(|s| s.get(&current)).map(|x| x.1),
-            });
-        }
-        let policy = config.policy.resolve_asset(asset);
-        let platform = ContainerExtra::from_asset(asset)
-            .ok()
-            .and_then(|x| x.platform);
-        // Never propose a tag without an image for the platform the container runs on: check
-        // the one the engine would act on, exclude it if it fails, decide again (bounded).
-        let mut evaluation = evaluate(&policy, &facts, &available, now);
-        for _ in 0..4 {
-            let Some(target) = evaluation.act_on.clone() else {
-                break;
-            };
-            if target == current {
-                break;
-            }
-            let Some(p) = &platform else { break };
-            let candidate = image.with_tag(&target).unwrap_or_else(|_| image.clone());
-            let why = match cycle
-                .supports_platform(
-                    &candidate,
-                    &target,
-                    &p.os,
-                    &p.architecture,
-                    p.variant.as_deref(),
-                )
-                .await
-            {
-                Ok(true) => break,
-                Ok(false) => format!("no image for {}/{} in {target}", p.os, p.architecture),
-                Err(e) => format!("its platforms could not be read ({e})"),
-            };
-            facts.unavailable.push((target, why));
-            evaluation = evaluate(&policy, &facts, &available, now);
-        }
-        record_decisions(store, asset, &evaluation, now, actor, correlation_id)?;
-        checks.push(AssetCheck {
-            asset_id: asset.id.clone(),
-            image: asset.image.clone(),
-            evaluation: Some(evaluation),
-            error: None,
-        });
-    }
+    Checker::default()
+        .check(
+            config,
+            store,
+            cycle,
+            now,
+            actor,
+            correlation_id,
+            assets,
+            &mut |_, c| checks.push(c),
+        )
+        .await?;
     checks.sort_by(|a, b| a.asset_id.cmp(&b.asset_id));
     Ok(CheckReport {
         checks,
         requests: cycle.requests(),
     })
+}
+
+/// What one check remembers between pages of assets.
+#[derive(Default)]
+struct Checker {
+    /// Per repository checked so far: when each tag was first seen (recorded once per check).
+    first_seen: HashMap<String, SeenTags>,
+}
+
+impl Checker {
+    #[allow(clippy::too_many_arguments)]
+    async fn check<R: RegistryApi>(
+        &mut self,
+        config: &safe_updater_core::config::Config,
+        store: &mut Store,
+        cycle: &Cycle<R>,
+        now: Timestamp,
+        actor: &str,
+        correlation_id: &str,
+        assets: Vec<Asset>,
+        sink: &mut (dyn FnMut(&Asset, AssetCheck) + Send),
+    ) -> Result<(), EngineError> {
+        // Parse every reference first; a reference Docker itself would refuse is one asset's
+        // problem, not the cycle's.
+        let mut parsed: Vec<(usize, ImageRef)> = Vec::new();
+        for (i, a) in assets.iter().enumerate() {
+            match ImageRef::parse(&a.image) {
+                Ok(r) => parsed.push((i, r.with_default_tag())),
+                Err(e) => sink(
+                    a,
+                    AssetCheck {
+                        asset_id: a.id.clone(),
+                        image: a.image.clone(),
+                        evaluation: None,
+                        error: Some(format!("image reference cannot be read: {e}")),
+                    },
+                ),
+            }
+        }
+
+        // One tag listing per repository.
+        let mut repos: BTreeMap<String, ImageRef> = BTreeMap::new();
+        for (_, r) in &parsed {
+            repos.entry(repo_key(r)).or_insert_with(|| r.clone());
+        }
+        let listings: HashMap<String, Result<Arc<[String]>, RegistryError>> = stream::iter(repos)
+            .map(|(key, image)| async move { (key, cycle.tags(&image).await) })
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await;
+
+        // One HEAD per (repository, tag) that an asset runs with a known digest: digest drift.
+        let heads: HashMap<(String, String), Result<String, RegistryError>> = stream::iter(
+            parsed
+                .iter()
+                .filter(|(i, r)| assets[*i].digest.is_some() && r.tag().is_some())
+                .map(|(_, r)| r.clone())
+                .collect::<Vec<_>>(),
+        )
+        .map(|image| async move {
+            let tag = image.tag().unwrap_or("latest").to_owned();
+            let head = cycle.head(&image, &tag).await.map(|h| h.digest);
+            ((repo_key(&image), tag), head)
+        })
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
+
+        // Remember when each tag was first seen: the cooldown reads it.
+        for (key, listing) in &listings {
+            let Ok(tags) = listing else { continue };
+            if self.first_seen.contains_key(key) {
+                continue;
+            }
+            let inputs: Vec<ObservedTagInput> = tags
+                .iter()
+                .map(|t| ObservedTagInput {
+                    tag: t.clone(),
+                    digest: None,
+                })
+                .collect();
+            store.record_observed_tags(key, &inputs, now)?;
+            let seen = store
+                .observed_tags(key)?
+                .into_iter()
+                .map(|o| (o.tag, (o.first_seen, o.digest_first_seen)))
+                .collect();
+            self.first_seen.insert(key.clone(), seen);
+        }
+
+        for (i, image) in parsed {
+            let asset = &assets[i];
+            let key = repo_key(&image);
+            let tags = match listings.get(&key) {
+                Some(Ok(t)) => t.clone(),
+                Some(Err(e)) => {
+                    sink(
+                        asset,
+                        AssetCheck {
+                            asset_id: asset.id.clone(),
+                            image: asset.image.clone(),
+                            evaluation: None,
+                            error: Some(e.to_string()),
+                        },
+                    );
+                    continue;
+                }
+                None => Arc::from(Vec::new()),
+            };
+            let seen = self.first_seen.get(&key);
+            let available: Vec<Available> = tags
+                .iter()
+                .map(|t| Available {
+                    tag: t.clone(),
+                    first_seen: seen.and_then(|s| s.get(t)).map(|x| x.0),
+                })
+                .collect();
+            let current = image.tag().unwrap_or("latest").to_owned();
+            let mut facts = facts_for(store, asset, &current)?;
+            if let (Some(running), Some(Ok(latest))) =
+                (&asset.digest, heads.get(&(key.clone(), current.clone())))
+            {
+                facts.digest = Some(DigestDrift {
+                    running: running.clone(),
+                    latest: latest.clone(),
+                    first_seen: seen.and_then(|s| s.get(&current)).map(|x| x.1),
+                });
+            }
+            let policy = config.policy.resolve_asset(asset);
+            let platform = ContainerExtra::from_asset(asset)
+                .ok()
+                .and_then(|x| x.platform);
+            // Never propose a tag without an image for the platform the container runs on:
+            // check the one the engine would act on, exclude it if it fails, decide again
+            // (bounded).
+            let mut evaluation = evaluate(&policy, &facts, &available, now);
+            for _ in 0..4 {
+                let Some(target) = evaluation.act_on.clone() else {
+                    break;
+                };
+                if target == current {
+                    break;
+                }
+                let Some(p) = &platform else { break };
+                let candidate = image.with_tag(&target).unwrap_or_else(|_| image.clone());
+                let why = match cycle
+                    .supports_platform(
+                        &candidate,
+                        &target,
+                        &p.os,
+                        &p.architecture,
+                        p.variant.as_deref(),
+                    )
+                    .await
+                {
+                    Ok(true) => break,
+                    Ok(false) => format!("no image for {}/{} in {target}", p.os, p.architecture),
+                    Err(e) => format!("its platforms could not be read ({e})"),
+                };
+                facts.unavailable.push((target, why));
+                evaluation = evaluate(&policy, &facts, &available, now);
+            }
+            record_decisions(store, asset, &evaluation, now, actor, correlation_id)?;
+            // Between assets, the runtime's other work (a daemon's API) gets its turn.
+            tokio::task::yield_now().await;
+            sink(
+                asset,
+                AssetCheck {
+                    asset_id: asset.id.clone(),
+                    image: asset.image.clone(),
+                    evaluation: Some(evaluation),
+                    error: None,
+                },
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The history-derived facts: failed targets, approvals, freeze.

@@ -22,8 +22,11 @@ mod run;
 mod scan;
 mod settings;
 
-pub use apply::{ApplyOutcome, ApplySettings, Recovery, apply, pull_auth, pull_auths, recover};
-pub use check::{AssetCheck, CheckReport, check, check_some};
+pub use apply::{
+    ApplyOutcome, ApplySettings, Recovery, apply, pull_auth, pull_auths, pull_auths_for, recover,
+    registry_of,
+};
+pub use check::{AssetCheck, CheckReport, check, check_each, check_some};
 pub use kube_apply::{
     KubeApplied, KubeRunReport, apply_kube, recover_kube, rollback_kube, run_kube_observed,
     run_kube_once,
@@ -32,8 +35,8 @@ pub use kube_check::check_kube;
 pub use kube_session::{KubeOverrides, KubeSession};
 pub use operator::{OperatorError, PendingApproval};
 pub use run::{
-    RunReport, WATCHTOWER_DEPENDS_ON, apply_by_policy, apply_one, connect_all, dependency_groups,
-    dependency_order, previous_version, run_once,
+    DependencyNode, RunReport, WATCHTOWER_DEPENDS_ON, apply_by_policy, apply_one, connect_all,
+    dependency_groups, dependency_groups_of, dependency_order, previous_version, run_once,
 };
 pub use scan::{EngineOutcome, ScanReport, scan};
 pub use settings::{

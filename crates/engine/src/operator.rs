@@ -20,7 +20,7 @@ use safe_updater_core::reference::ImageRef;
 use safe_updater_core::tag::{Scheme, Tag, analyze};
 use safe_updater_store::{
     Approval, AssetOverrides, DecisionRecord, PinOverride, SnoozeOverride, Store, StoreError,
-    Verdict,
+    Stored, Verdict,
 };
 use serde::Serialize;
 
@@ -99,13 +99,62 @@ pub fn pending(store: &Store) -> Result<Vec<PendingApproval>, OperatorError> {
     pending_matching(store, |_| true)
 }
 
+/// Reviews read from the store at a time.
+const REVIEW_PAGE: usize = 256;
+
+/// One page of [`pending`]: the reviews among the next `limit` pending decisions after the
+/// decision id `after`, and the cursor for the page after it (`None` after the last). What
+/// the daemon walks, so that thousands of reviews are never held at once.
+pub fn pending_page(
+    store: &Store,
+    after: Option<i64>,
+    limit: usize,
+) -> Result<(Vec<PendingApproval>, Option<i64>), OperatorError> {
+    page_matching(store, after, limit, &|_| true)
+}
+
 fn pending_matching(
     store: &Store,
     wanted: impl Fn(&DecisionRecord) -> bool,
 ) -> Result<Vec<PendingApproval>, OperatorError> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let (page, next) = page_matching(store, after, REVIEW_PAGE, &wanted)?;
+        out.extend(page);
+        match next {
+            Some(n) => after = Some(n),
+            None => return Ok(out),
+        }
+    }
+}
+
+fn page_matching(
+    store: &Store,
+    after: Option<i64>,
+    limit: usize,
+    wanted: &dyn Fn(&DecisionRecord) -> bool,
+) -> Result<(Vec<PendingApproval>, Option<i64>), OperatorError> {
+    let page = store.pending_reviews_page(after, Some(limit))?;
+    let next = if page.len() == limit {
+        page.last().map(|s| s.id)
+    } else {
+        None
+    };
+    Ok((approvals_of(store, page, wanted)?, next))
+}
+
+/// The pending reviews of `page` that `wanted` selects, whose asset is still tracked and
+/// whose candidate is still newer than what it runs.
+fn approvals_of(
+    store: &Store,
+    page: Vec<Stored<DecisionRecord>>,
+    wanted: &dyn Fn(&DecisionRecord) -> bool,
+) -> Result<Vec<PendingApproval>, OperatorError> {
+    // Per page only: an asset with several candidates is read once.
     let mut assets: HashMap<String, Option<Asset>> = HashMap::new();
     let mut out = Vec::new();
-    for stored in store.pending_reviews()? {
+    for stored in page {
         let d = stored.record;
         if !wanted(&d) {
             continue;
@@ -116,8 +165,8 @@ fn pending_matching(
         let asset = match assets.get(&d.asset_id) {
             Some(a) => a.clone(),
             None => {
-                // Kept for every asset with a review (thousands): without the parts this
-                // does not read (labels, annotations, the adapter's extra).
+                // Without the parts this does not read (labels, annotations, the adapter's
+                // extra).
                 let a = store.get_asset(&d.asset_id)?.map(|mut a| {
                     a.labels.clear();
                     a.annotations.clear();

@@ -39,23 +39,24 @@ pub async fn connect_all(specs: &[EngineSpec]) -> Vec<Engine> {
     engines
 }
 
-/// `(dependency, dependent)` index pairs: compose `depends_on` within a project, Watchtower's
-/// `depends-on` label by container name. Unknown names are ignored.
-fn dependency_edges(assets: &[Asset]) -> Vec<(usize, usize)> {
-    let key_of = |a: &Asset| -> Vec<String> {
+/// What the dependency order needs of one asset: the names it answers to (its container
+/// name, its compose service) and the names it depends on (compose `depends_on`, Watchtower's
+/// `depends-on` label). Small, so that a long list of due updates need not keep the whole
+/// assets in memory to be ordered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DependencyNode {
+    keys: Vec<String>,
+    deps: Vec<String>,
+}
+
+impl DependencyNode {
+    pub fn of(a: &Asset) -> Self {
+        let extra = ContainerExtra::from_asset(a).ok();
         let mut keys = vec![format!("name:{}/{}", a.location, a.name)];
-        if let Ok(x) = ContainerExtra::from_asset(a)
-            && let Some(service) = x.compose_service
-        {
-            keys.push(format!(
-                "svc:{}/{}/{service}",
-                a.location,
-                a.namespace.clone().unwrap_or_default()
-            ));
+        let project = a.namespace.clone().unwrap_or_default();
+        if let Some(service) = extra.as_ref().and_then(|x| x.compose_service.as_ref()) {
+            keys.push(format!("svc:{}/{project}/{service}", a.location));
         }
-        keys
-    };
-    let deps_of = |a: &Asset| -> Vec<String> {
         let mut deps = Vec::new();
         if let Some(list) = a.labels.get(WATCHTOWER_DEPENDS_ON) {
             deps.extend(
@@ -65,26 +66,29 @@ fn dependency_edges(assets: &[Asset]) -> Vec<(usize, usize)> {
                     .map(|n| format!("name:{}/{}", a.location, n.trim_start_matches('/'))),
             );
         }
-        if let Ok(x) = ContainerExtra::from_asset(a) {
-            let project = a.namespace.clone().unwrap_or_default();
+        if let Some(x) = &extra {
             deps.extend(
                 x.compose_depends_on
                     .iter()
                     .map(|d| format!("svc:{}/{project}/{}", a.location, d.service)),
             );
         }
-        deps
-    };
-    let mut index: HashMap<String, usize> = HashMap::new();
-    for (i, a) in assets.iter().enumerate() {
-        for k in key_of(a) {
+        DependencyNode { keys, deps }
+    }
+}
+
+/// `(dependency, dependent)` index pairs. Unknown names are ignored.
+fn dependency_edges(nodes: &[DependencyNode]) -> Vec<(usize, usize)> {
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for k in &n.keys {
             index.insert(k, i);
         }
     }
     let mut edges = Vec::new();
-    for (i, a) in assets.iter().enumerate() {
-        for d in deps_of(a) {
-            if let Some(&j) = index.get(&d)
+    for (i, n) in nodes.iter().enumerate() {
+        for d in &n.deps {
+            if let Some(&j) = index.get(d.as_str())
                 && j != i
             {
                 edges.push((j, i));
@@ -94,18 +98,27 @@ fn dependency_edges(assets: &[Asset]) -> Vec<(usize, usize)> {
     edges
 }
 
+fn nodes_of(assets: &[Asset]) -> Vec<DependencyNode> {
+    assets.iter().map(DependencyNode::of).collect()
+}
+
 /// Orders assets so that what others depend on is updated first. Cycles keep the given order
 /// for what they involve.
 pub fn dependency_order(assets: &[Asset]) -> Vec<usize> {
-    order_by_edges(assets.len(), &dependency_edges(assets))
+    order_by_edges(assets.len(), &dependency_edges(&nodes_of(assets)))
 }
 
 /// Assets that depend on each other, directly or not, in one group each (in dependency
 /// order); groups never share an asset, so they may be updated at the same time while the
 /// members of one group never are.
 pub fn dependency_groups(assets: &[Asset]) -> Vec<Vec<usize>> {
-    let edges = dependency_edges(assets);
-    let mut parent: Vec<usize> = (0..assets.len()).collect();
+    dependency_groups_of(&nodes_of(assets))
+}
+
+/// [`dependency_groups`] from the assets' [`DependencyNode`]s.
+pub fn dependency_groups_of(nodes: &[DependencyNode]) -> Vec<Vec<usize>> {
+    let edges = dependency_edges(nodes);
+    let mut parent: Vec<usize> = (0..nodes.len()).collect();
     fn root(parent: &mut [usize], mut i: usize) -> usize {
         while parent[i] != i {
             parent[i] = parent[parent[i]];
@@ -120,7 +133,7 @@ pub fn dependency_groups(assets: &[Asset]) -> Vec<Vec<usize>> {
         }
     }
     let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for i in order_by_edges(assets.len(), &edges) {
+    for i in order_by_edges(nodes.len(), &edges) {
         let r = root(&mut parent, i);
         groups.entry(r).or_default().push(i);
     }

@@ -403,3 +403,38 @@ async fn a_review_leaves_the_queue_once_the_asset_runs_it_or_something_newer() {
         Err(OperatorError::Invalid(_))
     ));
 }
+
+/// More assets than a check reads at a time and more reviews than a page: the check decides
+/// each asset once, `pending` lists every review, and walking `pending_page` finds the same
+/// reviews in the same order.
+#[tokio::test]
+async fn reviews_and_checks_span_pages_without_loss_or_repetition() {
+    let mut store = Store::open_in_memory().expect("store");
+    let assets: Vec<Asset> = (0..600)
+        .map(|i| asset(&format!("app-{i:04}"), "1.0.0"))
+        .collect();
+    store.upsert_assets(&assets).expect("assets");
+    let report = run_check(&mut store, now()).await;
+    let ids: Vec<&str> = report.checks.iter().map(|c| c.asset_id.as_str()).collect();
+    let mut expected: Vec<&str> = assets.iter().map(|a| a.id.as_str()).collect();
+    expected.sort();
+    assert_eq!(ids, expected, "each asset checked exactly once");
+    assert!(report.checks.iter().all(|c| c.error.is_none()));
+
+    let all = operator::pending(&store).expect("pending");
+    assert_eq!(all.len(), 600);
+    let mut walked = Vec::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let (page, next) = operator::pending_page(&store, after, 250).expect("page");
+        pages += 1;
+        walked.extend(page.into_iter().map(|p| p.id));
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(walked, all.into_iter().map(|p| p.id).collect::<Vec<_>>());
+}

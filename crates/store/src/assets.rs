@@ -124,8 +124,33 @@ impl Store {
 
     /// The assets matching every field set in `filter`, ordered by id.
     pub fn list_assets(&self, filter: &AssetFilter) -> Result<Vec<Asset>> {
+        self.list_assets_from(filter, None, None)
+    }
+
+    /// At most `limit` assets matching `filter` whose id sorts after `after`, ordered by id:
+    /// one page of the inventory, so that a walk over it holds one page at a time. Pass the
+    /// last id of a page to get the next; a page shorter than `limit` is the last.
+    pub fn list_assets_page(
+        &self,
+        filter: &AssetFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Asset>> {
+        self.list_assets_from(filter, after, Some(limit))
+    }
+
+    fn list_assets_from(
+        &self,
+        filter: &AssetFilter,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Asset>> {
         let mut sql = format!("SELECT {ASSET_COLUMNS} FROM assets WHERE 1 = 1");
         let mut args: Vec<String> = Vec::new();
+        if let Some(after) = after {
+            args.push(after.to_owned());
+            sql.push_str(&format!(" AND id > ?{}", args.len()));
+        }
         if let Some(kind) = filter.kind {
             args.push(kind.as_str().to_string());
             sql.push_str(&format!(" AND kind = ?{}", args.len()));
@@ -144,6 +169,9 @@ impl Store {
             sql.push_str(&format!(" AND name LIKE ?{} ESCAPE '\\'", args.len()));
         }
         sql.push_str(" ORDER BY id");
+        if let Some(limit) = limit {
+            sql.push_str(&format!(" LIMIT {limit}"));
+        }
         let op = "list assets";
         let mut stmt = self.conn.prepare_cached(&sql).during(&self.label, op)?;
         let rows = stmt
@@ -174,30 +202,6 @@ impl Store {
                     )
                 })?;
                 Ok((kind, row.get(1)?, crate::u64_col(row, 2)?))
-            })
-            .during(&self.label, op)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .during(&self.label, op)
-    }
-
-    /// The kind and namespace of every asset, by id, without reading labels or extras.
-    pub fn asset_kinds(&self) -> Result<Vec<(String, AssetKind, Option<String>)>> {
-        let op = "list asset kinds";
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id, kind, namespace FROM assets ORDER BY id")
-            .during(&self.label, op)?;
-        let rows = stmt
-            .query_map([], |row| {
-                let kind: String = row.get(1)?;
-                let kind = AssetKind::parse(&kind).ok_or_else(|| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        1,
-                        Type::Text,
-                        format!("unknown asset kind {kind:?}").into(),
-                    )
-                })?;
-                Ok((row.get(0)?, kind, row.get(2)?))
             })
             .during(&self.label, op)?;
         rows.collect::<rusqlite::Result<Vec<_>>>()

@@ -320,18 +320,36 @@ impl Store {
     /// its id; oldest first. Whether the candidate is still newer than what runs is the
     /// caller's question.
     pub fn pending_reviews(&self) -> Result<Vec<Stored<DecisionRecord>>> {
-        self.collect_all(
-            "SELECT d.id, d.asset_id, d.at, d.actor, d.current, d.candidate, d.change, d.gate,
+        self.pending_reviews_page(None, None)
+    }
+
+    /// [`Store::pending_reviews`] one page at a time: at most `limit` (all when `None`) whose
+    /// decision id is above `after`. Pass the last id of a page to get the next; a page
+    /// shorter than `limit` is the last.
+    pub fn pending_reviews_page(
+        &self,
+        after: Option<i64>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Stored<DecisionRecord>>> {
+        let op = "read pending reviews";
+        let limit = limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT d.id, d.asset_id, d.at, d.actor, d.current, d.candidate, d.change, d.gate,
                     d.decision, d.rule, d.reason, d.correlation_id
              FROM decisions d
-             WHERE d.decision = 'pending_review' AND d.candidate IS NOT NULL
+             WHERE d.id > ?1 AND d.decision = 'pending_review' AND d.candidate IS NOT NULL
                AND d.id = (SELECT max(x.id) FROM decisions x
                            WHERE x.asset_id = d.asset_id AND x.candidate = d.candidate)
                AND NOT EXISTS (SELECT 1 FROM approvals a
                                WHERE a.asset_id = d.asset_id AND a.candidate = d.candidate)
-             ORDER BY d.id",
-            "read pending reviews",
-            |row| {
+             ORDER BY d.id
+             LIMIT ?2",
+            )
+            .during(&self.label, op)?;
+        let rows = stmt
+            .query_map(params![after.unwrap_or(0), limit], |row| {
                 Ok(Stored {
                     id: row.get(0)?,
                     record: DecisionRecord {
@@ -348,7 +366,9 @@ impl Store {
                         correlation_id: row.get(11)?,
                     },
                 })
-            },
-        )
+            })
+            .during(&self.label, op)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .during(&self.label, op)
     }
 }

@@ -136,6 +136,48 @@ fn list_assets_filters() {
 }
 
 #[test]
+fn asset_pages_walk_the_filtered_inventory_once() {
+    let mut s = store();
+    let mut all = Vec::new();
+    for i in 0..7 {
+        let kind = if i % 3 == 2 {
+            AssetKind::Deployment
+        } else {
+            AssetKind::Container
+        };
+        all.push(asset(&format!("id-{i}"), kind, None, &format!("n{i}")));
+    }
+    s.upsert_assets(&all).expect("upsert");
+    let containers = AssetFilter {
+        kind: Some(AssetKind::Container),
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    let mut pages = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = s
+            .list_assets_page(&containers, after.as_deref(), 2)
+            .expect("page");
+        pages.push(page.len());
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        seen.extend(page.into_iter().map(|a| a.id));
+    }
+    // The filter applies before the limit: full pages of containers only, then the empty end.
+    assert_eq!(seen, ["id-0", "id-1", "id-3", "id-4", "id-6"]);
+    assert_eq!(pages, [2, 2, 1, 0]);
+    assert_eq!(
+        s.list_assets_page(&AssetFilter::default(), Some("id-5"), 10)
+            .expect("page")
+            .into_iter()
+            .map(|a| a.id)
+            .collect::<Vec<_>>(),
+        ["id-6"]
+    );
+}
+
+#[test]
 fn stale_assets_are_removed() {
     let mut s = store();
     let mut old = asset("old", AssetKind::Container, None, "old");
