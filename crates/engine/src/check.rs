@@ -126,7 +126,7 @@ pub async fn check_each<R: RegistryApi>(
         kind: Some(AssetKind::Container),
         ..AssetFilter::default()
     };
-    let mut checker = Checker::default();
+    let mut checker = Checker::new(config, cycle, now, actor, correlation_id);
     let mut after: Option<String> = None;
     loop {
         let mut page = store.list_assets_page(&containers, after.as_deref(), PAGE)?;
@@ -134,9 +134,7 @@ pub async fn check_each<R: RegistryApi>(
         after = Some(last.id.clone());
         let more = page.len() == PAGE;
         page.retain(|a| wanted(a));
-        checker
-            .check(config, store, cycle, now, actor, correlation_id, page, sink)
-            .await?;
+        checker.check(store, page, sink).await?;
         if !more {
             break;
         }
@@ -155,17 +153,8 @@ pub(crate) async fn check_assets<R: RegistryApi>(
     assets: Vec<Asset>,
 ) -> Result<CheckReport, EngineError> {
     let mut checks: Vec<AssetCheck> = Vec::with_capacity(assets.len());
-    Checker::default()
-        .check(
-            config,
-            store,
-            cycle,
-            now,
-            actor,
-            correlation_id,
-            assets,
-            &mut |_, c| checks.push(c),
-        )
+    Checker::new(config, cycle, now, actor, correlation_id)
+        .check(store, assets, &mut |_, c| checks.push(c))
         .await?;
     checks.sort_by(|a, b| a.asset_id.cmp(&b.asset_id));
     Ok(CheckReport {
@@ -174,26 +163,43 @@ pub(crate) async fn check_assets<R: RegistryApi>(
     })
 }
 
-/// What one check remembers between pages of assets.
-#[derive(Default)]
-struct Checker {
+/// One check, page after page of assets.
+struct Checker<'a, R: RegistryApi> {
+    config: &'a safe_updater_core::config::Config,
+    cycle: &'a Cycle<R>,
+    now: Timestamp,
+    actor: &'a str,
+    correlation_id: &'a str,
     /// Per repository checked so far: when each tag was first seen (recorded once per check).
     first_seen: HashMap<String, SeenTags>,
 }
 
-impl Checker {
-    #[allow(clippy::too_many_arguments)]
-    async fn check<R: RegistryApi>(
-        &mut self,
-        config: &safe_updater_core::config::Config,
-        store: &mut Store,
-        cycle: &Cycle<R>,
+impl<'a, R: RegistryApi> Checker<'a, R> {
+    fn new(
+        config: &'a safe_updater_core::config::Config,
+        cycle: &'a Cycle<R>,
         now: Timestamp,
-        actor: &str,
-        correlation_id: &str,
+        actor: &'a str,
+        correlation_id: &'a str,
+    ) -> Self {
+        Checker {
+            config,
+            cycle,
+            now,
+            actor,
+            correlation_id,
+            first_seen: HashMap::new(),
+        }
+    }
+
+    async fn check(
+        &mut self,
+        store: &mut Store,
         assets: Vec<Asset>,
         sink: &mut (dyn FnMut(&Asset, AssetCheck) + Send),
     ) -> Result<(), EngineError> {
+        let (config, cycle, now) = (self.config, self.cycle, self.now);
+        let (actor, correlation_id) = (self.actor, self.correlation_id);
         // Parse every reference first; a reference Docker itself would refuse is one asset's
         // problem, not the cycle's.
         let mut parsed: Vec<(usize, ImageRef)> = Vec::new();

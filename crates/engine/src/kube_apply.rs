@@ -613,15 +613,14 @@ pub async fn apply_kube(
         Ok(v) => v,
         Err(e) if changed_nothing(&e) => {
             let why = format!("{new_ref} was not applied: {e}");
-            store.finish_update(
+            finish(
+                store,
                 id,
+                &mut outcome,
                 UpdateOutcome::Failed,
-                Some(why.clone()),
-                Timestamp::now(),
+                Some(why),
                 actor,
             )?;
-            outcome.status = "failed".into();
-            outcome.detail = Some(why);
             return Ok(outcome);
         }
         Err(e) => {
@@ -687,9 +686,15 @@ pub async fn apply_kube(
     )?;
     let chart_version = (asset.kind == AssetKind::HelmRelease).then_some(target_tag);
     if verdict.healthy {
-        store.finish_update(id, UpdateOutcome::Succeeded, None, Timestamp::now(), actor)?;
+        finish(
+            store,
+            id,
+            &mut outcome,
+            UpdateOutcome::Succeeded,
+            None,
+            actor,
+        )?;
         record_new_version(store, asset, &new_ref, chart_version)?;
-        outcome.status = "succeeded".into();
         return Ok(outcome);
     }
     let mut why = format!(
@@ -700,29 +705,45 @@ pub async fn apply_kube(
         if verdict.restored_healthy == Some(false) {
             why.push_str("; the previous version was restored but is not healthy either");
         }
-        store.finish_update(
+        finish(
+            store,
             id,
+            &mut outcome,
             UpdateOutcome::RolledBack,
-            Some(why.clone()),
-            Timestamp::now(),
+            Some(why),
             actor,
         )?;
-        outcome.status = "rolled_back".into();
     } else {
         // `on_failure: freeze`: left as it is for a person to decide; no further update of the
         // asset runs until one does.
-        store.finish_update(
+        finish(
+            store,
             id,
+            &mut outcome,
             UpdateOutcome::Frozen,
-            Some(why.clone()),
-            Timestamp::now(),
+            Some(why),
             actor,
         )?;
         record_new_version(store, asset, &new_ref, chart_version)?;
-        outcome.status = "frozen".into();
     }
-    outcome.detail = Some(why);
     Ok(outcome)
+}
+
+/// Records how the update ended and says so in `outcome` (its status, and why).
+fn finish(
+    store: &mut Store,
+    id: UpdateId,
+    outcome: &mut ApplyOutcome,
+    end: UpdateOutcome,
+    why: Option<String>,
+    actor: &str,
+) -> Result<(), EngineError> {
+    store.finish_update(id, end, why.clone(), Timestamp::now(), actor)?;
+    outcome.status = end.status().as_str().to_owned();
+    if why.is_some() {
+        outcome.detail = why;
+    }
+    Ok(())
 }
 
 fn finish_undone(
@@ -740,15 +761,14 @@ fn finish_undone(
             } else {
                 format!("{why}; the previous version was restored but is not healthy either")
             };
-            store.finish_update(
+            finish(
+                store,
                 id,
+                &mut outcome,
                 UpdateOutcome::RolledBack,
-                Some(why.clone()),
-                Timestamp::now(),
+                Some(why),
                 actor,
             )?;
-            outcome.status = "rolled_back".into();
-            outcome.detail = Some(why);
         }
         Err(e) => {
             // Left in progress: the next start (recover_kube) tries the restore again rather
@@ -920,21 +940,27 @@ pub async fn rollback_kube(
     )?;
     match result {
         Ok(Ok(())) => {
-            store.finish_update(id, UpdateOutcome::Succeeded, None, Timestamp::now(), actor)?;
+            finish(
+                store,
+                id,
+                &mut outcome,
+                UpdateOutcome::Succeeded,
+                None,
+                actor,
+            )?;
             record_new_version(store, &asset, &last.from_ref, Some(&chart_version))?;
-            outcome.status = "succeeded".into();
             outcome.detail = Some(format!("helm rollback to revision {revision}"));
         }
         Ok(Err(why)) | Err(why) => {
             let why = format!("helm rollback to revision {revision}: {why}");
-            store.finish_update(
+            finish(
+                store,
                 id,
+                &mut outcome,
                 UpdateOutcome::Failed,
-                Some(why.clone()),
-                Timestamp::now(),
+                Some(why),
                 actor,
             )?;
-            outcome.detail = Some(why);
         }
     }
     Ok(outcome)
