@@ -27,9 +27,17 @@ use safe_updater_store::Store;
 
 const ASSETS: usize = 10_000;
 
+/// A `kB` field of this process's `/proc/self/status`.
 fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
+    kib_in(
+        &std::fs::read_to_string("/proc/self/status").unwrap_or_default(),
+        field,
+    )
+}
+
+/// A `kB` field of a `/proc/<pid>/status` text.
+fn kib_in(status: &str, field: &str) -> u64 {
+    status
         .lines()
         .find_map(|l| {
             l.strip_prefix(field)?
@@ -105,19 +113,11 @@ fn main() {
             .collect();
         store.upsert_assets(&assets).expect("assets stored");
     }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let host =
-        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-    let text = format!(
-        "docker:\n  engines:\n    - {{ name: local, host: \"{host}\" }}\n\
-         daemon: {{ interval: 4s }}\nserver: {{ listen: \"127.0.0.1:{port}\" }}\n\
-         policy: {{ enabled: false }}\n\
-         resources:\n  - match: {{ name: \"app-*\" }}\n    policy: {{ enabled: true }}\n"
-    );
+    // The same starting state for the shipped binary, when it is measured too.
+    let bin_state = dir.path().join("bin-state.db");
+    std::fs::copy(&state, &bin_state).expect("state copied");
+    let port = free_port();
+    let text = config_text(port);
     let cfg_path = dir.path().join("config.yaml");
     std::fs::write(&cfg_path, &text).expect("config");
     let loader_text = text.clone();
@@ -211,6 +211,74 @@ fn main() {
         panic!("the daemon failed: {e}");
     }
     measure.join().expect("measurements");
+
+    match std::env::var("SAFE_UPDATER_BIN") {
+        Ok(bin) => measure_binary(&bin, dir.path(), &bin_state),
+        Err(_) => println!(
+            "(set SAFE_UPDATER_BIN to a `safe-updater` binary to measure `safe-updater watch` as shipped, too)"
+        ),
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn config_text(port: u16) -> String {
+    let host =
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    format!(
+        "docker:\n  engines:\n    - {{ name: local, host: \"{host}\" }}\n\
+         daemon: {{ interval: 4s }}\nserver: {{ listen: \"127.0.0.1:{port}\" }}\n\
+         policy: {{ enabled: false }}\n\
+         resources:\n  - match: {{ name: \"app-*\" }}\n    policy: {{ enabled: true }}\n"
+    )
+}
+
+/// The same three cycles run by `safe-updater watch` itself, its memory read from `/proc`.
+fn measure_binary(bin: &str, dir: &std::path::Path, state: &std::path::Path) {
+    let port = free_port();
+    let cfg = dir.join("bin-config.yaml");
+    std::fs::write(&cfg, config_text(port)).expect("config");
+    let mut child = std::process::Command::new(bin)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--state")
+        .arg(state)
+        .arg("watch")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("safe-updater watch started");
+    let started = Instant::now();
+    while metric_ready(port) < 3.0 {
+        if started.elapsed() > Duration::from_secs(300) || child.try_wait().ok().flatten().is_some()
+        {
+            let _ = child.kill();
+            panic!("safe-updater watch did not finish three cycles");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let took = started.elapsed();
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let kib = |field: &str| kib_in(&status, field) as f64 / 1024.0;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    println!(
+        "safe-updater watch ({bin}), 3 cycles in {:.1} s: resident {:.1} MiB (anonymous {:.1}, mapped files {:.1}); peak (VmHWM) {:.1} MiB",
+        took.as_secs_f64(),
+        kib("VmRSS:"),
+        kib("RssAnon:"),
+        kib("RssFile:"),
+        kib("VmHWM:")
+    );
 }
 
 /// Cycles finished: scans counted by the daemon (0 until the server answers).
