@@ -417,13 +417,10 @@ fn update_rolls_out_a_patch_rolls_back_a_bad_one_and_rollback_restores() {
         &["history", "--kind", "Deployment", "--namespace", &n],
     );
     assert_eq!(code, 0);
-    let statuses: Vec<&str> = history
-        .as_array()
-        .expect("history")
-        .iter()
-        .map(|u| u["status"].as_str().expect("status"))
-        .collect();
-    assert_eq!(statuses, ["succeeded", "succeeded", "rolled_back"]);
+    assert_eq!(
+        common::column(&history, "status"),
+        ["succeeded", "succeeded", "rolled_back"]
+    );
     let (_, none, _) = su(env, dir.path(), &cfg, &["history", "--kind", "HelmRelease"]);
     assert_eq!(none, Value::Array(Vec::new()), "--kind narrows history");
 }
@@ -489,16 +486,9 @@ fn an_update_killed_mid_rollout_is_restored_on_the_next_start() {
     let (code, out, err) = su(env, dir.path(), &cfg, &["update", &id, "--to", "1.0.0"]);
     assert_eq!(code, 0, "{out} {err}");
     let (_, history, _) = su(env, dir.path(), &cfg, &["history", &id]);
-    let rows: Vec<(&str, &str)> = history
-        .as_array()
-        .expect("history")
-        .iter()
-        .map(|u| {
-            (
-                u["status"].as_str().expect("status"),
-                u["error"].as_str().unwrap_or(""),
-            )
-        })
+    let rows: Vec<(&str, &str)> = common::column(&history, "status")
+        .into_iter()
+        .zip(common::column(&history, "error"))
         .collect();
     assert_eq!(rows.len(), 2, "{history}");
     assert_eq!(rows[0].0, "succeeded");
@@ -593,16 +583,9 @@ fn helm_chart_upgrade_a_bad_upgrade_rolled_back_and_helm_rollback() {
     assert_eq!(image(), format!("{}:1.0.0", env.image_repo));
 
     let (_, history, _) = su(env, dir.path(), &cfg, &["history", &id]);
-    let rows: Vec<(&str, &str)> = history
-        .as_array()
-        .expect("history")
-        .iter()
-        .map(|u| {
-            (
-                u["to_ref"].as_str().expect("to"),
-                u["status"].as_str().expect("status"),
-            )
-        })
+    let rows: Vec<(&str, &str)> = common::column(&history, "to_ref")
+        .into_iter()
+        .zip(common::column(&history, "status"))
         .collect();
     assert_eq!(
         rows,

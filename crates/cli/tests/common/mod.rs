@@ -54,6 +54,16 @@ impl Run {
     }
 }
 
+/// One field of every object in a JSON array (a `history` or `list-assets` listing), `""`
+/// where an object lacks it or it is not a string.
+pub fn column<'a>(rows: &'a Value, field: &str) -> Vec<&'a str> {
+    rows.as_array()
+        .unwrap_or_else(|| panic!("not a JSON array: {rows}"))
+        .iter()
+        .map(|r| r[field].as_str().unwrap_or(""))
+        .collect()
+}
+
 /// Runs `c` with `args`.
 pub fn exec(mut c: Command, args: &[&str]) -> Run {
     let out = c.args(args).output().expect("run safe-updater");
