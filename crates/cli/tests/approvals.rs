@@ -382,8 +382,7 @@ fn an_approved_review_is_applied_by_the_next_run_once_and_a_snooze_holds_it() {
     ]);
 
     let dir = TempDir::new().expect("tempdir");
-    let host =
-        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let host = common::docker_host();
     // Other containers on the shared engine are left alone.
     let config = format!(
         "docker:\n  engines:\n    - name: local\n      host: {host}\nhealth:\n  window: 4s\n  interval: 1s\n  failure_threshold: 2\npolicy:\n  enabled: false\nresources:\n  - match: {{ name: \"{name}\" }}\n    policy: {{ enabled: true }}\n"

@@ -34,25 +34,14 @@ fn the_daemon_schedules_reloads_limits_approves_notifies_and_stops_gracefully() 
     for a in &autos {
         docker(&["run", "-d", "--name", a, &web("1.0.0")]);
     }
-    docker(&[
-        "run",
-        "-d",
-        "--name",
-        &review,
-        "--label",
-        "safe-updater.io/patch=skip",
-        "--label",
-        "safe-updater.io/minor=review",
-        &web("1.0.1"),
-    ]);
+    run_for_review(&review, &web("1.0.1"));
     docker(&["run", "-d", "--name", &bad, &web("1.0.1")]);
 
     let (hook_port, notes) = receiver();
     let port = free_port();
     let dir = TempDir::new().expect("tempdir");
     let cfg_path = dir.path().join("config.yaml");
-    let host =
-        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let host = docker_host();
     let config = |window: &str| {
         format!(
             "docker:\n  engines:\n    - {{ name: local, host: \"{host}\" }}\n\

@@ -77,24 +77,13 @@ fn a_killed_daemon_restarts_and_finishes_its_queue_exactly_once() {
             &web("1.0.0"),
         ]);
     }
-    docker(&[
-        "run",
-        "-d",
-        "--name",
-        &review,
-        "--label",
-        "safe-updater.io/patch=skip",
-        "--label",
-        "safe-updater.io/minor=review",
-        &web("1.0.1"),
-    ]);
+    run_for_review(&review, &web("1.0.1"));
 
     let (hook_port, notes) = receiver();
     let port = free_port();
     let dir = TempDir::new().expect("tempdir");
     let cfg = dir.path().join("config.yaml");
-    let host =
-        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let host = docker_host();
     // One at a time with a long health window: when the first update is in flight, the others
     // wait in the queue.
     std::fs::write(
@@ -241,8 +230,7 @@ fn a_config_file_edit_reloads_without_a_signal_and_a_broken_one_is_refused() {
     let other_port = free_port();
     let dir = TempDir::new().expect("tempdir");
     let cfg = dir.path().join("config.yaml");
-    let host =
-        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let host = docker_host();
     let config = |listen: u16, token: &str, window: &str| {
         format!(
             "docker:\n  engines:\n    - {{ name: local, host: \"{host}\" }}\n\

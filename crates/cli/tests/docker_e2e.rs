@@ -34,8 +34,7 @@ fn safe_updater(dir: &TempDir, config: &str, args: &[&str]) -> (i32, Value, Stri
 }
 
 fn engine_config(extra_engine: &str) -> String {
-    let host =
-        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let host = common::docker_host();
     format!("docker:\n  engines:\n    - name: local\n      host: {host}\n{extra_engine}")
 }
 

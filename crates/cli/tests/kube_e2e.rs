@@ -143,6 +143,24 @@ fn scan_until(
     }
 }
 
+/// Scans the namespace's Deployments until `ready` holds for what is stored; the first one's id.
+fn deployment_id(
+    env: &Env,
+    dir: &Path,
+    cfg: &str,
+    namespace: &str,
+    ready: impl Fn(&[Value]) -> bool,
+) -> String {
+    let list = scan_until(
+        env,
+        dir,
+        cfg,
+        &["--namespace", namespace, "--kind", "Deployment"],
+        ready,
+    );
+    list[0]["id"].as_str().expect("id").to_owned()
+}
+
 #[test]
 fn scan_discovers_every_kind_and_a_release_and_the_flags_narrow_it() {
     let Some(env) = env() else { return };
@@ -356,14 +374,9 @@ fn update_rolls_out_a_patch_rolls_back_a_bad_one_and_rollback_restores() {
     ns.apply(&deployment("web", &format!("{}:1.0.0", env.image_repo), ""));
     let cfg = config(env, dir.path(), &writer, "  enabled: true\n");
     let n = ns.name.clone();
-    let list = scan_until(
-        env,
-        dir.path(),
-        &cfg,
-        &["--namespace", &n, "--kind", "Deployment"],
-        |l| l.iter().any(|a| a["extra"]["ready_pods"] == 2),
-    );
-    let id = list[0]["id"].as_str().expect("id").to_owned();
+    let id = deployment_id(env, dir.path(), &cfg, &n, |l| {
+        l.iter().any(|a| a["extra"]["ready_pods"] == 2)
+    });
     let template_before = ns.get("deployment/web", "{.spec.template}");
 
     // Policy's pick is the newest patch, 1.0.2, which crash-loops: rolled back by itself.
@@ -439,14 +452,7 @@ fn an_update_killed_mid_rollout_is_restored_on_the_next_start() {
     let cfg =
         config(env, dir.path(), &writer, "  enabled: true\n").replace("window: 4s", "window: 5m");
     let n = ns.name.clone();
-    let list = scan_until(
-        env,
-        dir.path(),
-        &cfg,
-        &["--namespace", &n, "--kind", "Deployment"],
-        |l| !l.is_empty(),
-    );
-    let id = list[0]["id"].as_str().expect("id").to_owned();
+    let id = deployment_id(env, dir.path(), &cfg, &n, |l| !l.is_empty());
     let template_before = ns.get("deployment/web", "{.spec.template}");
     let mut child = Command::new(assert_cmd::cargo::cargo_bin("safe-updater"))
         .arg("--config")
@@ -741,14 +747,9 @@ fn configured_checks_fail_and_pass_a_kubernetes_update() {
         )
     };
     let n = ns.name.clone();
-    let list = scan_until(
-        env,
-        dir.path(),
-        &with_check(closed_port),
-        &["--namespace", &n, "--kind", "Deployment"],
-        |l| !l.is_empty(),
-    );
-    let id = list[0]["id"].as_str().expect("id").to_owned();
+    let id = deployment_id(env, dir.path(), &with_check(closed_port), &n, |l| {
+        !l.is_empty()
+    });
     let image = || ns.image("deployment/web");
 
     let (code, out, err) = su(
@@ -800,14 +801,9 @@ fn exec_checks_in_the_new_pods_pass_and_fail_a_kubernetes_update() {
         )
     };
     let n = ns.name.clone();
-    let list = scan_until(
-        env,
-        dir.path(),
-        &with_check(&prints("1.0.1")),
-        &["--namespace", &n, "--kind", "Deployment"],
-        |l| !l.is_empty(),
-    );
-    let id = list[0]["id"].as_str().expect("id").to_owned();
+    let id = deployment_id(env, dir.path(), &with_check(&prints("1.0.1")), &n, |l| {
+        !l.is_empty()
+    });
     let image = || ns.image("deployment/web");
 
     // The output lacks what the check wants: rolled back.
@@ -869,14 +865,7 @@ fn read_only_mode_refuses_update_with_a_clear_error() {
         "  enabled: true\n  read_only: true\n",
     );
     let n = ns.name.clone();
-    let list = scan_until(
-        env,
-        dir.path(),
-        &cfg,
-        &["--namespace", &n, "--kind", "Deployment"],
-        |l| !l.is_empty(),
-    );
-    let id = list[0]["id"].as_str().expect("id").to_owned();
+    let id = deployment_id(env, dir.path(), &cfg, &n, |l| !l.is_empty());
     let (code, out, err) = su(env, dir.path(), &cfg, &["update", &id, "--to", "1.0.1"]);
     assert_eq!(code, 1, "{out} {err}");
     assert_eq!(out[0]["status"], "not_started");

@@ -37,6 +37,22 @@ impl Drop for Cleanup {
     }
 }
 
+/// Starts a container of `image` whose patches are skipped and whose minors wait for a
+/// review: the daemon's source of an "approval needed".
+pub fn run_for_review(name: &str, image: &str) {
+    super::docker(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--label",
+        "safe-updater.io/patch=skip",
+        "--label",
+        "safe-updater.io/minor=review",
+        image,
+    ]);
+}
+
 /// One HTTP/1.1 request over a fresh connection; (status, body).
 pub fn http(
     port: u16,

@@ -64,6 +64,11 @@ pub fn column<'a>(rows: &'a Value, field: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// The Docker host the tests' engine answers on (`scripts/dev-env`'s, by default).
+pub fn docker_host() -> String {
+    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+}
+
 /// Runs `c` with `args`.
 pub fn exec(mut c: Command, args: &[&str]) -> Run {
     let out = c.args(args).output().expect("run safe-updater");
