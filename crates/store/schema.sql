@@ -1,4 +1,4 @@
--- The current schema of the safe-updater state store (schema version 4), for reading.
+-- The current schema of the safe-updater state store (schema version 6), for reading.
 --
 -- The database is built by the migrations in migrations/, never from this file; the test
 -- `migrations_match_schema_sql` checks that the two agree. When adding a migration, update
@@ -64,7 +64,9 @@ CREATE TABLE decisions (
 
 CREATE INDEX decisions_by_asset ON decisions (asset_id, id);
 
--- Operators' verdicts on a candidate version of an asset. The latest one counts.
+-- Operators' verdicts on a candidate version of an asset. The latest one counts. origin: what
+-- recorded it (review: an answer to a pending review; skip, rollback: a version rejected
+-- outright, which an explicit approval may lift; update: `update --to`).
 CREATE TABLE approvals (
     id        INTEGER PRIMARY KEY,
     asset_id  TEXT NOT NULL,
@@ -73,12 +75,14 @@ CREATE TABLE approvals (
     operator  TEXT NOT NULL,
     reason    TEXT,
     at        TEXT NOT NULL
-) STRICT;
+    , origin TEXT NOT NULL DEFAULT 'review'
+    CHECK (origin IN ('review', 'skip', 'rollback', 'update'))) STRICT;
 
 CREATE INDEX approvals_by_asset ON approvals (asset_id, candidate, at);
 
 -- Update attempts. AUTOINCREMENT: an id, once used (and written in the audit trail), is never
--- given to another update.
+-- given to another update. owner_* and lease_until: the process that owns an update in
+-- progress, and until when its lease holds (see core::lease).
 CREATE TABLE updates (
     id             INTEGER PRIMARY KEY AUTOINCREMENT,
     asset_id       TEXT NOT NULL,
@@ -92,6 +96,12 @@ CREATE TABLE updates (
     started_at     TEXT NOT NULL,
     finished_by    TEXT,
     finished_at    TEXT,
+    owner_host TEXT,
+    owner_pid INTEGER,
+    owner_pid_namespace TEXT,
+    owner_process_start INTEGER,
+    owner_started_at TEXT,
+    lease_until TEXT,
     CHECK ((status = 'in_progress') = (finished_at IS NULL))
 ) STRICT;
 

@@ -115,8 +115,19 @@ fn explain(err: OperatorError, hint: &str) -> anyhow::Error {
 const LIST_HINT: &str = "`safe-updater approvals` lists the updates that wait";
 const ASSET_HINT: &str = "`safe-updater list-assets` shows the ids";
 
-pub fn list(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+#[derive(Debug, Args)]
+pub struct ApprovalsArgs {
+    /// List instead the versions rejected outright (by `skip`, or rolled away from by
+    /// `rollback`) that keep assets from updating; `approve <asset>@<version>` lifts one.
+    #[arg(long)]
+    pub rejected: bool,
+}
+
+pub fn list(global: &GlobalArgs, args: &ApprovalsArgs) -> anyhow::Result<ExitCode> {
     let (store, _) = open_existing(global)?;
+    if args.rejected {
+        return list_rejected(global, &store);
+    }
     let pending = operator::pending(&store).map_err(|e| explain(e, ""))?;
     match global.output {
         OutputFormat::Json => output::json(&pending)?,
@@ -148,6 +159,35 @@ pub fn list(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
                     "\n`safe-updater approve ID` lets one proceed; `safe-updater reject ID --reason TEXT` refuses it"
                 );
             }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list_rejected(global: &GlobalArgs, store: &Store) -> anyhow::Result<ExitCode> {
+    let rejected = operator::rejected_versions(store).map_err(|e| explain(e, ""))?;
+    match global.output {
+        OutputFormat::Json => output::json(&rejected)?,
+        OutputFormat::Table if rejected.is_empty() => println!("no version is rejected outright"),
+        OutputFormat::Table => {
+            let rows = rejected
+                .iter()
+                .map(|a| {
+                    vec![
+                        operator::approval_id(&a.asset_id, &a.candidate),
+                        a.origin.as_str().to_owned(),
+                        a.operator.clone(),
+                        a.at.strftime("%Y-%m-%d %H:%M").to_string(),
+                        a.reason.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            println!(
+                "{}",
+                output::table(&["ID", "BY", "OPERATOR", "AT", "REASON"], rows)
+            );
+            println!("
+`safe-updater approve ID` lifts a rejection");
         }
     }
     Ok(ExitCode::SUCCESS)

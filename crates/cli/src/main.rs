@@ -12,6 +12,7 @@ mod context;
 mod offline;
 mod output;
 mod pipeline;
+mod signals;
 mod state;
 mod watch;
 
@@ -113,8 +114,9 @@ enum Command {
     /// Back up or restore the whole state as JSON.
     #[command(subcommand)]
     State(state::StateCommand),
-    /// List the updates that wait for an operator's approval.
-    Approvals,
+    /// List the updates that wait for an operator's approval (or, with --rejected, the
+    /// versions rejected outright).
+    Approvals(approvals::ApprovalsArgs),
     /// The daemon's work queue: what it will apply, is applying, and what became of it.
     Queue(approvals::QueueArgs),
     /// Let a reviewed update proceed (the next cycle applies it inside its window).
@@ -178,7 +180,7 @@ fn main() -> ExitCode {
         Command::History(a) => state::history(&cli.global, &a),
         Command::Audit(c) => state::audit(&cli.global, &c),
         Command::State(c) => state::state(&cli.global, &c),
-        Command::Approvals => approvals::list(&cli.global),
+        Command::Approvals(a) => approvals::list(&cli.global, &a),
         Command::Queue(a) => approvals::queue(&cli.global, &a),
         Command::Approve(a) => approvals::approve(&cli.global, &a),
         Command::Reject(a) => approvals::reject(&cli.global, &a),

@@ -9,7 +9,9 @@ use clap::Args;
 use jiff::Timestamp;
 use safe_updater_core::asset::{Asset, AssetKind};
 use safe_updater_engine::kube_apply::is_kube_asset_id;
-use safe_updater_engine::{KubeOverrides, KubeSession, engine_specs, registry_client_config, scan};
+use safe_updater_engine::{
+    ApplyStatus, KubeOverrides, KubeSession, engine_specs, registry_client_config, scan,
+};
 use safe_updater_registry::{Cycle, RegistryClient};
 use safe_updater_store::Store;
 
@@ -560,15 +562,19 @@ pub fn run_cycle(global: &GlobalArgs, _args: &RunArgs) -> anyhow::Result<ExitCod
         );
     }
     let rt = runtime()?;
+    let stop = crate::signals::stop_on_signals(&rt);
     let kube = session_kube_for_run(&rt, &cfg, &env)?;
     let report = rt.block_on(async {
         let auth = pull_auth_map(&client, &store).await?;
         let cycle = Cycle::new(client.clone());
-        safe_updater_engine::run_once(&cfg, &mut store, &cycle, &specs, &auth, now, &actor(), &cid)
-            .await
-            .map_err(anyhow::Error::from)
+        safe_updater_engine::run_once(
+            &cfg, &mut store, &cycle, &specs, &auth, now, &actor(), &cid, &stop,
+        )
+        .await
+        .map_err(anyhow::Error::from)
     })?;
     let kube_report = match &kube {
+        Some(_) if stop.requested() => None,
         Some(k) => Some(rt.block_on(safe_updater_engine::run_kube_once(
             &cfg,
             &mut store,
@@ -592,10 +598,14 @@ pub fn run_cycle(global: &GlobalArgs, _args: &RunArgs) -> anyhow::Result<ExitCod
                 report.applied.extend(k.applied.iter().cloned());
             }
             for r in &report.recovered {
-                println!(
-                    "recovered update #{} of {}: {}",
-                    r.update_id, r.asset_id, r.detail
-                );
+                let what = if r.held_by.is_some() {
+                    "left alone"
+                } else if r.restored {
+                    "recovered"
+                } else {
+                    "COULD NOT RECOVER"
+                };
+                println!("{what} update #{} of {}: {}", r.update_id, r.asset_id, r.detail);
             }
             let held = report
                 .check
@@ -633,7 +643,7 @@ pub fn run_cycle(global: &GlobalArgs, _args: &RunArgs) -> anyhow::Result<ExitCod
                             a.asset_id.clone(),
                             a.from.clone(),
                             a.to.clone(),
-                            a.status.clone(),
+                            a.status.to_string(),
                             a.detail.clone().unwrap_or_default(),
                         ]
                     })
@@ -655,14 +665,27 @@ pub fn run_cycle(global: &GlobalArgs, _args: &RunArgs) -> anyhow::Result<ExitCod
             }
         }
     }
-    let bad = report.applied.iter().any(|a| a.status != "succeeded")
+    // An asset another process is updating is that process's: not a failure of this run. An
+    // interrupted update nobody could bring back is (its service may be down).
+    let failed = |a: &safe_updater_engine::ApplyOutcome| {
+        !matches!(a.status, ApplyStatus::Succeeded | ApplyStatus::Busy)
+    };
+    let bad = report.applied.iter().any(failed)
+        || report.recovered.iter().any(|r| r.failed())
         || report.scan.failed_engines() > 0
         || report.check.errors() > 0
         || kube_report.as_ref().is_some_and(|k| {
-            k.applied.iter().any(|a| a.status != "succeeded")
+            k.applied.iter().any(failed)
+                || k.recovered.iter().any(|r| r.failed())
                 || k.check.errors() > 0
                 || k.scan.contexts.iter().any(|c| c.error.is_some())
         });
+    if let Some(code) = crate::signals::exit_code() {
+        if table {
+            eprintln!("stopped by a signal: the results above are what was done");
+        }
+        return Ok(ExitCode::from(code));
+    }
     Ok(if bad {
         ExitCode::from(1)
     } else {
@@ -688,6 +711,7 @@ pub fn run_update(global: &GlobalArgs, args: &UpdateArgs) -> anyhow::Result<Exit
     let session = Session::open(global, true)?;
     let client = session.registry_client()?;
     let rt = runtime()?;
+    let stop = crate::signals::stop_on_signals(&rt);
     // A Kubernetes asset named on the command line brings its own context.
     let named: Vec<&str> = args.asset.iter().map(String::as_str).collect();
     let force = contexts_of(&session.store, &named)?;
@@ -776,6 +800,9 @@ pub fn run_update(global: &GlobalArgs, args: &UpdateArgs) -> anyhow::Result<Exit
     }
     let mut outcomes = Vec::new();
     for (asset, to) in &plan {
+        if stop.requested() {
+            break;
+        }
         if args.to.is_some() {
             store.record_approval(&safe_updater_store::Approval {
                 asset_id: asset.clone(),
@@ -784,6 +811,7 @@ pub fn run_update(global: &GlobalArgs, args: &UpdateArgs) -> anyhow::Result<Exit
                 operator: who.clone(),
                 reason: Some("update --to".into()),
                 at: now,
+                origin: safe_updater_store::ApprovalOrigin::Update,
             })?;
         }
         if global.output == OutputFormat::Table {
@@ -809,7 +837,7 @@ pub fn run_update(global: &GlobalArgs, args: &UpdateArgs) -> anyhow::Result<Exit
             _ => rt.block_on(async {
                 let auth = pull_auth_map(&client, &store).await?;
                 safe_updater_engine::apply_one(
-                    &cfg, &mut store, &specs, asset, to, &auth, &who, &cid,
+                    &cfg, &mut store, &specs, asset, to, &auth, &who, &cid, &stop,
                 )
                 .await
                 .map_err(anyhow::Error::from)
@@ -818,7 +846,10 @@ pub fn run_update(global: &GlobalArgs, args: &UpdateArgs) -> anyhow::Result<Exit
         outcomes.push(outcome);
     }
     print_outcomes(global, &outcomes)?;
-    Ok(if outcomes.iter().all(|o| o.status == "succeeded") {
+    if let Some(code) = crate::signals::exit_code() {
+        return Ok(ExitCode::from(code));
+    }
+    Ok(if outcomes.iter().all(|o| o.status == ApplyStatus::Succeeded) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -840,7 +871,7 @@ fn print_outcomes(
                         a.asset_id.clone(),
                         a.from.clone(),
                         a.to.clone(),
-                        a.status.clone(),
+                        a.status.to_string(),
                         a.detail.clone().unwrap_or_default(),
                     ]
                 })
@@ -875,39 +906,65 @@ pub fn run_rollback(global: &GlobalArgs, args: &RollbackArgs) -> anyhow::Result<
         mut store,
         ..
     } = session;
-    let target = match &args.to {
-        Some(t) => t.clone(),
-        None => safe_updater_engine::previous_version(&store, &args.asset)?.ok_or_else(|| {
-            Reported(format!(
-                "{} has no successful update to roll back; give the version with --to",
-                args.asset
-            ))
-        })?,
-    };
     let now = Timestamp::now();
     let cid = correlation_id(now);
     let who = actor();
-    if global.output == OutputFormat::Table {
-        eprintln!("rolling {} back to {target}...", args.asset);
+    let table = global.output == OutputFormat::Table;
+    if table {
+        eprintln!(
+            "rolling {} back{}...",
+            args.asset,
+            args.to
+                .as_deref()
+                .map(|t| format!(" to {t}"))
+                .unwrap_or_default()
+        );
     }
-    let outcome = runtime()?.block_on(async {
+    let rt = runtime()?;
+    let stop = crate::signals::stop_on_signals(&rt);
+    let report = rt.block_on(async {
         let auth = pull_auth_map(&client, &store).await?;
-        safe_updater_engine::apply_one(
+        safe_updater_engine::rollback(
             &cfg,
             &mut store,
             &specs,
             &args.asset,
-            &target,
+            args.to.as_deref(),
             &auth,
             &who,
             &cid,
+            &stop,
         )
         .await
         .map_err(anyhow::Error::from)
     })?;
-    let ok = outcome.status == "succeeded";
-    print_outcomes(global, std::slice::from_ref(&outcome))?;
-    Ok(if ok {
+    match global.output {
+        OutputFormat::Json => output::json(&report)?,
+        OutputFormat::Table => {
+            for r in &report.recovered {
+                let what = match (&r.held_by, r.restored) {
+                    (Some(_), _) => "left alone",
+                    (None, true) => "recovered the interrupted",
+                    (None, false) => "COULD NOT RECOVER",
+                };
+                println!("{what} update #{} of {}: {}", r.update_id, r.asset_id, r.detail);
+            }
+            if let Some(o) = &report.outcome {
+                print_outcomes(global, std::slice::from_ref(o))?;
+            }
+            for v in &report.rejected {
+                println!(
+                    "{v} is now rejected for {} by {who}: no cycle applies it again until `safe-updater approve {}`",
+                    args.asset,
+                    safe_updater_engine::operator::approval_id(&args.asset, v)
+                );
+            }
+        }
+    }
+    if let Some(code) = crate::signals::exit_code() {
+        return Ok(ExitCode::from(code));
+    }
+    Ok(if report.ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -962,7 +1019,7 @@ fn rollback_kube(
         &actor(),
         &cid,
     ))?;
-    let ok = outcome.status == "succeeded";
+    let ok = outcome.status == ApplyStatus::Succeeded;
     print_outcomes(global, std::slice::from_ref(&outcome))?;
     Ok(if ok {
         ExitCode::SUCCESS

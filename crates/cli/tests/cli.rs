@@ -1989,6 +1989,7 @@ fn populate(path: &Path) {
             operator: operator.into(),
             reason: Some("reviewed".into()),
             at: ts("2026-11-20T11:00:00Z"),
+            origin: Default::default(),
         })
         .expect("record approval");
     }

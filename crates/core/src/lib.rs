@@ -11,6 +11,7 @@ pub mod config;
 pub mod constraint;
 pub mod decide;
 pub mod health;
+pub mod lease;
 pub mod policy;
 pub mod reference;
 pub mod semver;

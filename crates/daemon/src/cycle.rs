@@ -18,7 +18,7 @@ use safe_updater_core::policy::{KEY_PREFIX, parse_duration};
 use safe_updater_core::reference::ImageRef;
 use safe_updater_docker::update::RegistryAuth;
 use safe_updater_docker::{ConnectOptions, Engine, EngineSpec};
-use safe_updater_engine::{ApplyOutcome, AssetCheck, EngineError};
+use safe_updater_engine::{ApplyOutcome, ApplyStatus, AssetCheck, EngineError, Recovery, Stop};
 use safe_updater_notify::{Event, EventKind};
 use safe_updater_registry::{Cycle, RegistryClient};
 use safe_updater_server::{InventoryLabels, PendingLabels, UpdateLabels, UpdateOutcome};
@@ -133,13 +133,11 @@ async fn run_inner(
     let client = RegistryClient::new(client_cfg).map_err(|e| e.to_string())?;
 
     let engines = safe_updater_engine::connect_all(&specs).await;
-    let recovered = safe_updater_engine::recover(&mut store, &engines, actor)
+    let recovered = safe_updater_engine::recover(&mut store, &engines, actor, &|_| true)
         .await
         .map_err(|e| e.to_string())?;
     drop(engines);
-    for r in &recovered {
-        tracing::warn!(event = "update.recovered", asset_id = %r.asset_id, restored = r.restored, detail = %r.detail, "an interrupted update was brought back");
-    }
+    report_recoveries(shared, &store, &recovered);
 
     let scan_started = Instant::now();
     let scan =
@@ -233,7 +231,7 @@ async fn run_inner(
     let auth = Arc::new(auth);
     let mut applied = 0;
     let mut count = |list: Vec<ApplyOutcome>| {
-        applied += list.iter().filter(|o| o.status != "not_started").count();
+        applied += list.iter().filter(|o| o.status.started()).count();
     };
     for group in groups {
         // A task is spawned only once it has a permit: at most `concurrency` futures exist
@@ -295,6 +293,41 @@ async fn run_inner(
     }
     prune_audit(shared, cfg, &mut store, now).await;
     Ok(CycleSummary { checked, applied })
+}
+
+/// Logs what recovery found, and counts and announces every update it could not bring back:
+/// its service may be down until a later cycle manages. Updates other live processes own are
+/// only logged.
+pub(crate) fn report_recoveries(shared: &Shared, store: &Store, recovered: &[Recovery]) {
+    for r in recovered {
+        if r.held_by.is_some() {
+            tracing::info!(event = "update.left_alone", asset_id = %r.asset_id, update = r.update_id, detail = %r.detail, "an update another process owns was left alone");
+        } else if r.restored {
+            tracing::warn!(event = "update.recovered", asset_id = %r.asset_id, update = r.update_id, restored = true, detail = %r.detail, "an interrupted update was brought back");
+        } else {
+            tracing::error!(event = "update.unrecovered", asset_id = %r.asset_id, update = r.update_id, restored = false, detail = %r.detail, "an interrupted update could not be brought back");
+            let asset = store.get_asset(&r.asset_id).ok().flatten();
+            let (kind, namespace, name) = match &asset {
+                Some(a) => (Some(a.kind), namespace_of(a), a.name.clone()),
+                None => (None, String::new(), r.asset_id.clone()),
+            };
+            let asset_type = kind.map_or("docker", |k| k.asset_type());
+            shared.metrics.rollback(asset_type, &namespace, false);
+            let mut event = Event::new(
+                EventKind::Failed,
+                r.asset_id.clone(),
+                name,
+                kind.map_or("", |k| k.as_str()),
+                Timestamp::now(),
+            );
+            event.namespace = asset.and_then(|a| a.namespace);
+            event.reason = format!(
+                "update #{} was interrupted and could not be brought back: {}",
+                r.update_id, r.detail
+            );
+            shared.notifier.notify(event);
+        }
+    }
 }
 
 fn in_scope(scope: &Scope, last: &HashMap<String, Timestamp>, a: &Asset, now: Timestamp) -> bool {
@@ -552,7 +585,7 @@ async fn update_one(
             from: asset.image.clone(),
             to: target.to_owned(),
             update_id: None,
-            status: "failed".into(),
+            status: ApplyStatus::Failed,
             detail: Some(e.to_string()),
         },
     };
@@ -581,14 +614,8 @@ async fn apply(
     cid: &str,
 ) -> Result<ApplyOutcome, EngineError> {
     let target = entry.target.as_str();
-    let not_started = |detail: String| ApplyOutcome {
-        asset_id: asset.id.clone(),
-        from: asset.image.clone(),
-        to: target.to_owned(),
-        update_id: None,
-        status: "not_started".into(),
-        detail: Some(detail),
-    };
+    let not_started =
+        |detail: String| ApplyOutcome::not_started(&asset.id, &asset.image, target, detail);
     // Nothing is claimed (nor a store opened) for an update that cannot start: the entry
     // stays queued for the next cycle.
     let Some(spec) = specs.iter().find(|s| s.name == asset.location) else {
@@ -624,14 +651,21 @@ async fn apply(
         auth,
         &shared.options.actor,
         cid,
+        // SIGTERM lets the updates in flight finish; none is cut short.
+        &Stop::never(),
     )
     .await;
     match &result {
+        Ok(o) if o.status == ApplyStatus::Busy => {
+            // Another process (a CLI command, another daemon) is updating the asset: the
+            // entry waits for it, and the attempt is not counted against it.
+            store.unclaim(entry.id, o.detail.as_deref().unwrap_or("busy"))?;
+        }
         Ok(o) => {
             store.finish_queued(
                 entry.id,
                 QueueEnd::Done,
-                Some(&o.status),
+                Some(o.status.as_str()),
                 o.detail.as_deref(),
                 Timestamp::now(),
             )?;
@@ -656,11 +690,15 @@ pub(crate) fn report_outcome(
     cid: &str,
 ) {
     let labels = UpdateLabels::new(asset.kind.asset_type(), namespace_of(asset), change);
-    let (metric, kind) = match outcome.status.as_str() {
-        "succeeded" => (Some(UpdateOutcome::Succeeded), Some(EventKind::Applied)),
-        "rolled_back" => (Some(UpdateOutcome::RolledBack), Some(EventKind::RolledBack)),
-        "skipped" | "not_started" => (None, None),
-        _ => (Some(UpdateOutcome::Failed), Some(EventKind::Failed)),
+    let (metric, kind) = match outcome.status {
+        ApplyStatus::Succeeded => (Some(UpdateOutcome::Succeeded), Some(EventKind::Applied)),
+        ApplyStatus::RolledBack | ApplyStatus::Interrupted => {
+            (Some(UpdateOutcome::RolledBack), Some(EventKind::RolledBack))
+        }
+        ApplyStatus::Skipped | ApplyStatus::NotStarted | ApplyStatus::Busy => (None, None),
+        ApplyStatus::Failed | ApplyStatus::Frozen => {
+            (Some(UpdateOutcome::Failed), Some(EventKind::Failed))
+        }
     };
     if let Some(m) = metric {
         shared.metrics.update_finished(&labels, m, elapsed);

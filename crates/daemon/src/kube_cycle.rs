@@ -52,7 +52,7 @@ pub(crate) async fn run(
     };
     let mut applied = 0;
     let mut observe = |done: KubeApplied<'_>| {
-        if done.outcome.status != "not_started" {
+        if done.outcome.status.started() {
             applied += 1;
             shared.metrics.update_attempted(&UpdateLabels::new(
                 done.asset.kind.asset_type(),
@@ -100,9 +100,7 @@ pub(crate) async fn run(
             for c in report.scan.contexts.iter().filter(|c| c.error.is_some()) {
                 tracing::warn!(event = "scan.context_failed", context = %c.context, error = %c.error.clone().unwrap_or_default(), "context not scanned");
             }
-            for r in &report.recovered {
-                tracing::warn!(event = "update.recovered", asset_id = %r.asset_id, restored = r.restored, detail = %r.detail, "an interrupted Kubernetes update was brought back");
-            }
+            crate::cycle::report_recoveries(shared, store, &report.recovered);
         }
         Err(e) => {
             tracing::error!(event = "cycle.kubernetes_failed", error = %e, "the Kubernetes part of the cycle failed");

@@ -26,6 +26,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::Engine;
 
+/// What the Docker check observes of a container whose image has no HEALTHCHECK.
+const NO_HEALTHCHECK: &str =
+    "no HEALTHCHECK (none in the image, or disabled): staying up and the other checks decide";
+
 /// How much captured output or body an observation keeps.
 const DETAIL_LIMIT: usize = 512;
 
@@ -319,9 +323,17 @@ pub async fn monitor(
         for (i, check) in checks.iter().enumerate() {
             let label = check.label();
             let obs = match check {
+                // Most images (nginx, redis, postgres...) have no HEALTHCHECK, or it is turned
+                // off (`HEALTHCHECK NONE`, `--no-healthcheck`): then there is nothing to ask
+                // Docker, and the container staying up (checked above every round) together
+                // with the configured checks decides.
+                Check::Docker if !s.has_healthcheck => {
+                    observation(&label, true, NO_HEALTHCHECK)
+                }
                 Check::Docker => match s.health {
                     Some(HealthStatusEnum::HEALTHY) => observation(&label, true, "healthy"),
-                    Some(HealthStatusEnum::STARTING) => {
+                    // A HEALTHCHECK whose first status is not reported yet.
+                    Some(HealthStatusEnum::STARTING) | None | Some(HealthStatusEnum::EMPTY) => {
                         // Not yet success, not a failure either.
                         last_ok[i] = false;
                         observations.push(observation(&label, false, "starting"));
@@ -336,19 +348,7 @@ pub async fn monitor(
                             observations,
                         );
                     }
-                    _ => {
-                        observations.push(observation(
-                            &label,
-                            false,
-                            "the container has no HEALTHCHECK",
-                        ));
-                        return report(
-                            false,
-                            "a Docker health check was asked for but the container has no HEALTHCHECK"
-                                .to_owned(),
-                            observations,
-                        );
-                    }
+                    Some(HealthStatusEnum::NONE) => observation(&label, true, NO_HEALTHCHECK),
                 },
                 other => probe_with(engine, container_id, &inspect, other).await,
             };
@@ -378,12 +378,22 @@ pub async fn monitor(
                 .map(|(c, _)| c.label())
                 .collect();
             if not_ok.is_empty() {
-                let what = if checks.is_empty() {
-                    "ran for the whole window without a restart".to_owned()
+                let probes: Vec<String> = checks
+                    .iter()
+                    .filter(|c| !matches!(c, Check::Docker) || s.has_healthcheck)
+                    .map(Check::label)
+                    .collect();
+                let what = if probes.is_empty() {
+                    let without = if s.has_healthcheck {
+                        ""
+                    } else {
+                        " (no HEALTHCHECK)"
+                    };
+                    format!("ran for the whole window without a restart{without}")
                 } else {
                     format!(
-                        "ran for the whole window and passed {} check(s)",
-                        checks.len()
+                        "ran for the whole window without a restart and passed {}",
+                        probes.join(", ")
                     )
                 };
                 return report(true, format!("the container {what}"), observations);

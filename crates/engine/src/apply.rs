@@ -5,6 +5,12 @@
 //! Docker adapter can undo from any intermediate state (`restore`). So whatever the process
 //! dies after, the next start finds an `in_progress` update with what it needs, and restores
 //! the previous container exactly.
+//!
+//! An update in progress belongs to the process doing it (its owner and lease are in the
+//! store, renewed by a [`LeaseKeeper`]): [`recover`] restores only updates whose owner is gone,
+//! and a process that finds another's update of the same asset leaves that asset alone. A
+//! [`Stop`] (the CLI's first Ctrl-C) finishes the step in progress and then restores, unless
+//! the new version already passed verification.
 
 use safe_updater_core::asset::Asset;
 use safe_updater_core::audit::AuditEvent;
@@ -17,10 +23,77 @@ use safe_updater_docker::health::{self, Check, ExecCheck, HttpCheck, Monitor, Tc
 use safe_updater_docker::lifecycle::{self, HookResult, Stage};
 use safe_updater_docker::update::{self, ContainerSnapshot, RegistryAuth};
 use safe_updater_registry::Credential;
-use safe_updater_store::{Store, UpdateOutcome, UpdateStart};
-use serde::Serialize;
+use safe_updater_core::lease::Standing;
+use safe_updater_store::{Store, StoreError, UpdateId, UpdateOutcome, UpdateStart, UpdateStatus};
+use serde::{Deserialize, Serialize};
 
 use crate::EngineError;
+use crate::lease::{LeaseKeeper, standing_of};
+use crate::stop::Stop;
+
+/// How one update ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyStatus {
+    /// The new version runs and passed verification.
+    Succeeded,
+    /// The new version failed verification; the previous one was restored.
+    RolledBack,
+    /// The new version failed verification and was left as it is (`on_failure: freeze`).
+    Frozen,
+    /// It could not be done: nothing changed, or restoring failed too (`detail` says which;
+    /// a failed restore is retried by whoever recovers the update).
+    Failed,
+    /// A pre-update command declined it.
+    Skipped,
+    /// It did not start (nothing to do, or something it needs is missing).
+    NotStarted,
+    /// Another live process is updating this asset: left alone.
+    Busy,
+    /// A stop (SIGINT/SIGTERM) cut it short; the previous version was restored. It says
+    /// nothing against the version, which may be tried again.
+    Interrupted,
+}
+
+impl ApplyStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApplyStatus::Succeeded => "succeeded",
+            ApplyStatus::RolledBack => "rolled_back",
+            ApplyStatus::Frozen => "frozen",
+            ApplyStatus::Failed => "failed",
+            ApplyStatus::Skipped => "skipped",
+            ApplyStatus::NotStarted => "not_started",
+            ApplyStatus::Busy => "busy",
+            ApplyStatus::Interrupted => "interrupted",
+        }
+    }
+
+    /// Whether an update started (its outcome is news: counted, announced).
+    pub fn started(self) -> bool {
+        !matches!(
+            self,
+            ApplyStatus::NotStarted | ApplyStatus::Busy | ApplyStatus::Skipped
+        )
+    }
+}
+
+impl std::fmt::Display for ApplyStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<UpdateStatus> for ApplyStatus {
+    fn from(s: UpdateStatus) -> Self {
+        match s {
+            UpdateStatus::Succeeded => ApplyStatus::Succeeded,
+            UpdateStatus::RolledBack => ApplyStatus::RolledBack,
+            UpdateStatus::Frozen => ApplyStatus::Frozen,
+            UpdateStatus::Failed | UpdateStatus::InProgress => ApplyStatus::Failed,
+        }
+    }
+}
 
 /// How one update ended.
 #[derive(Debug, Clone, Serialize)]
@@ -29,10 +102,22 @@ pub struct ApplyOutcome {
     pub from: String,
     pub to: String,
     pub update_id: Option<i64>,
-    /// `succeeded`, `rolled_back`, `frozen`, `failed` (nothing changed), `skipped` (a
-    /// pre-update command declined it), or `not_started`.
-    pub status: String,
+    pub status: ApplyStatus,
     pub detail: Option<String>,
+}
+
+impl ApplyOutcome {
+    /// An update that did not start, and why.
+    pub fn not_started(asset_id: &str, from: &str, to: &str, detail: String) -> ApplyOutcome {
+        ApplyOutcome {
+            asset_id: asset_id.to_owned(),
+            from: from.to_owned(),
+            to: to.to_owned(),
+            update_id: None,
+            status: ApplyStatus::NotStarted,
+            detail: Some(detail),
+        }
+    }
 }
 
 /// Everything an update needs besides the asset and its target.
@@ -44,6 +129,8 @@ pub struct ApplySettings<'a> {
     pub on_failure: OnFailure,
     pub actor: &'a str,
     pub correlation_id: &'a str,
+    /// Cuts the update short between steps (see [`apply`]).
+    pub stop: Stop,
 }
 
 /// The engine-side credential for pulling: Basic only (what `X-Registry-Auth` carries for
@@ -164,6 +251,12 @@ pub fn checks_for(asset: &Asset, rules: &[CheckRule]) -> Result<Vec<Check>, Stri
 }
 
 /// Updates one container to `target_tag`, verifies it, and rolls back (or freezes) on failure.
+///
+/// A stop requested before the update begins leaves everything as it is; during the pull the
+/// pull is abandoned (nothing changed yet); the container replacement and the post-update
+/// command always run to their end, and then the previous container is restored; during the
+/// health window the window ends at once and the previous container is restored. An update
+/// that already passed verification is kept.
 pub async fn apply(
     store: &mut Store,
     engine: &Engine,
@@ -172,14 +265,8 @@ pub async fn apply(
     auth: Option<RegistryAuth>,
     s: &ApplySettings<'_>,
 ) -> Result<ApplyOutcome, EngineError> {
-    let mut outcome = ApplyOutcome {
-        asset_id: asset.id.clone(),
-        from: asset.image.clone(),
-        to: String::new(),
-        update_id: None,
-        status: "not_started".into(),
-        detail: None,
-    };
+    let mut outcome = ApplyOutcome::not_started(&asset.id, &asset.image, "", String::new());
+    outcome.detail = None;
     let target = match ImageRef::parse(&asset.image).and_then(|r| r.with_tag(target_tag)) {
         Ok(r) => r.familiar_string(),
         Err(e) => {
@@ -188,6 +275,10 @@ pub async fn apply(
         }
     };
     outcome.to = target.clone();
+    if s.stop.requested() {
+        outcome.detail = Some("stopping: not started".into());
+        return Ok(outcome);
+    }
     let checks = match checks_for(asset, s.checks) {
         Ok(c) => c,
         Err(e) => {
@@ -205,6 +296,13 @@ pub async fn apply(
             return Ok(outcome);
         }
     };
+    // Another process's update of this asset, still in its hands: leave the asset alone
+    // before touching anything (begin_update refuses too, under the write lock).
+    if let Some(busy) = busy_with(store, &asset.id)? {
+        outcome.status = ApplyStatus::Busy;
+        outcome.detail = Some(busy);
+        return Ok(outcome);
+    }
     let snap = match update::snapshot(engine, &asset.name).await {
         Ok(snap) => snap,
         Err(e) => {
@@ -232,7 +330,7 @@ pub async fn apply(
         match result {
             HookResult::Succeeded { .. } => {}
             HookResult::SkipRequested { .. } => {
-                outcome.status = "skipped".into();
+                outcome.status = ApplyStatus::Skipped;
                 outcome.detail = Some(format!(
                     "the pre-update command ({}) exited {} and asked to skip this update",
                     hook.label,
@@ -246,8 +344,12 @@ pub async fn apply(
             }
         }
     }
+    if s.stop.requested() {
+        outcome.detail = Some("stopping: not started".into());
+        return Ok(outcome);
+    }
     let snapshot = serde_json::to_value(&snap).map_err(|e| EngineError::Snapshot(e.to_string()))?;
-    let id = store.begin_update(&UpdateStart {
+    let id = match store.begin_update(&UpdateStart {
         asset_id: asset.id.clone(),
         from_ref: asset.image.clone(),
         to_ref: target.clone(),
@@ -255,37 +357,62 @@ pub async fn apply(
         correlation_id: Some(s.correlation_id.to_owned()),
         actor: s.actor.to_owned(),
         at: jiff::Timestamp::now(),
-    })?;
+    }) {
+        Ok(id) => id,
+        Err(e @ StoreError::UpdateInProgress { .. }) => {
+            outcome.status = ApplyStatus::Busy;
+            outcome.detail = Some(e.to_string());
+            return Ok(outcome);
+        }
+        Err(e) => return Err(e.into()),
+    };
     outcome.update_id = Some(id.0);
+    let lease = LeaseKeeper::start(store, id);
+    let mut run = Run {
+        store,
+        engine,
+        snap: &snap,
+        id,
+        lease: &lease,
+        s,
+        outcome,
+    };
 
-    if let Err(e) = update::pull(engine, &target, auth).await {
-        let why = format!("pull of {target} failed: {e}");
-        store.finish_update(
-            id,
-            UpdateOutcome::Failed,
-            Some(why.clone()),
-            jiff::Timestamp::now(),
-            s.actor,
-        )?;
-        outcome.status = "failed".into();
-        outcome.detail = Some(why);
-        return Ok(outcome);
+    let pulled = tokio::select! {
+        r = update::pull(engine, &target, auth) => Some(r),
+        () = s.stop.wait() => None,
+        () = lease.wait_lost() => return Ok(run.lost()),
+    };
+    match pulled {
+        None => {
+            return run.interrupted(
+                "stopped by a signal during the pull; nothing had changed",
+                false,
+            )
+            .await;
+        }
+        Some(Err(e)) => {
+            let why = format!("pull of {target} failed: {e}");
+            return run.end(UpdateOutcome::Failed, Some(why));
+        }
+        Some(Ok(_)) => {}
     }
+    if lease.lost() {
+        return Ok(run.lost());
+    }
+    // Not cut short: a container half replaced is what a stop must never leave behind.
     let new_id = match update::replace(engine, &snap, &target, None).await {
         Ok(id) => id,
         Err(e) => {
             let why = format!("the new container could not be started: {e}");
-            let restored = update::restore(engine, &snap).await;
-            return finish_rolled_back(
-                store,
-                id,
-                outcome,
-                why,
-                restored.err().map(|e| e.to_string()),
-                s.actor,
-            );
+            return run.restore_then(UpdateOutcome::RolledBack, why).await;
         }
     };
+    if s.stop.requested() {
+        return run
+            .interrupted("stopped by a signal before the new container was verified", true)
+            .await;
+    }
     let monitor = Monitor {
         window: s.health.window,
         interval: s.health.interval,
@@ -300,7 +427,7 @@ pub async fn apply(
                 _ => None,
             };
             audit(
-                store,
+                run.store,
                 asset,
                 s,
                 "hook.post_update",
@@ -316,7 +443,17 @@ pub async fn apply(
             reason: format!("the post-update command failed: {reason}"),
             observations: Vec::new(),
         },
-        None => health::monitor(engine, &new_id, &checks, &monitor).await,
+        None => {
+            tokio::select! {
+                r = health::monitor(engine, &new_id, &checks, &monitor) => r,
+                () = s.stop.wait() => {
+                    return run
+                        .interrupted("stopped by a signal during its health window", true)
+                        .await;
+                }
+                () = lease.wait_lost() => return Ok(run.lost()),
+            }
+        }
     };
     let failures: Vec<String> = report
         .observations
@@ -325,7 +462,7 @@ pub async fn apply(
         .map(|o| format!("{}: {}", o.check, o.detail))
         .collect();
     audit(
-        store,
+        run.store,
         asset,
         s,
         "health",
@@ -335,49 +472,142 @@ pub async fn apply(
             "failures": failures.iter().take(5).collect::<Vec<_>>(),
         }),
     )?;
+    if lease.lost() {
+        return Ok(run.lost());
+    }
     if report.healthy {
         if let Err(e) = update::finish(engine, &snap, s.health.remove_old_image).await {
             tracing::warn!(asset = %asset.id, error = %e, "the update succeeded but the old container could not be removed");
         }
-        store.finish_update(
-            id,
-            UpdateOutcome::Succeeded,
-            None,
-            jiff::Timestamp::now(),
-            s.actor,
-        )?;
-        record_new_image(store, asset, &target)?;
-        outcome.status = "succeeded".into();
-        return Ok(outcome);
+        let out = run.end(UpdateOutcome::Succeeded, None)?;
+        if out.status == ApplyStatus::Succeeded {
+            record_new_image(run.store, asset, &target)?;
+        }
+        return Ok(out);
     }
     let why = format!("{target} failed its health checks: {}", report.reason);
     match s.on_failure {
-        OnFailure::Rollback => {
-            let restored = update::restore(engine, &snap).await;
-            finish_rolled_back(
-                store,
-                id,
-                outcome,
-                why,
-                restored.err().map(|e| e.to_string()),
-                s.actor,
-            )
-        }
+        OnFailure::Rollback => run.restore_then(UpdateOutcome::RolledBack, why).await,
         OnFailure::Freeze => {
             // Left as it is: the previous container stays stopped beside it for a person to
             // decide, and no further update of this asset runs until one does.
-            store.finish_update(
-                id,
-                UpdateOutcome::Frozen,
-                Some(why.clone()),
-                jiff::Timestamp::now(),
-                s.actor,
-            )?;
-            record_new_image(store, asset, &target)?;
-            outcome.status = "frozen".into();
-            outcome.detail = Some(why);
-            Ok(outcome)
+            let out = run.end(UpdateOutcome::Frozen, Some(why))?;
+            if out.status == ApplyStatus::Frozen {
+                record_new_image(run.store, asset, &target)?;
+            }
+            Ok(out)
         }
+    }
+}
+
+/// Why an asset must be left alone now: another live process has an update of it in
+/// progress (`None`: nothing in progress, or only an orphan that recovery will take).
+pub fn busy_with(store: &Store, asset_id: &str) -> Result<Option<String>, EngineError> {
+    let now = jiff::Timestamp::now();
+    for u in store.unfinished_updates()? {
+        if u.asset_id != asset_id {
+            continue;
+        }
+        if let Standing::Held { owner, lease_until } = standing_of(store, &u, now) {
+            return Ok(Some(format!(
+                "{asset_id} is being updated by another process: update #{} ({} → {}) is in progress, owned by {owner} (lease until {}); leaving it alone",
+                u.id.0,
+                u.from_ref,
+                u.to_ref,
+                lease_until.strftime("%Y-%m-%dT%H:%M:%SZ")
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// One update after `begin_update`: how it ends is recorded here.
+struct Run<'a, 's> {
+    store: &'a mut Store,
+    engine: &'a Engine,
+    snap: &'a ContainerSnapshot,
+    id: UpdateId,
+    lease: &'a LeaseKeeper,
+    s: &'a ApplySettings<'s>,
+    outcome: ApplyOutcome,
+}
+
+impl Run<'_, '_> {
+    /// Records `end` (unless the update is no longer this process's) and fills the outcome.
+    fn end(&mut self, end: UpdateOutcome, why: Option<String>) -> Result<ApplyOutcome, EngineError> {
+        match self.store.finish_update(
+            self.id,
+            end,
+            why.clone(),
+            jiff::Timestamp::now(),
+            self.s.actor,
+        ) {
+            Ok(_) => {
+                self.outcome.status = end.status().into();
+                self.outcome.detail = why;
+                Ok(self.outcome.clone())
+            }
+            Err(StoreError::NotOwner { .. } | StoreError::UpdateAlreadyFinished { .. }) => {
+                Ok(self.lost())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Restores the previous container, then records `end` with `why`; a restore that fails
+    /// leaves the update in progress for whoever recovers it next.
+    async fn restore_then(
+        &mut self,
+        end: UpdateOutcome,
+        why: String,
+    ) -> Result<ApplyOutcome, EngineError> {
+        if self.lease.lost() {
+            return Ok(self.lost());
+        }
+        match update::restore(self.engine, self.snap).await {
+            Ok(()) => self.end(end, Some(why)),
+            Err(e) => {
+                self.outcome.status = ApplyStatus::Failed;
+                self.outcome.detail = Some(format!(
+                    "{why}; restoring the previous container failed too ({e}); it is retried by the next run"
+                ));
+                Ok(self.outcome.clone())
+            }
+        }
+    }
+
+    /// A stop cut the update short: restore (when anything changed), record it as rolled back
+    /// and interrupted (no verdict on the version).
+    async fn interrupted(
+        &mut self,
+        what: &str,
+        changed: bool,
+    ) -> Result<ApplyOutcome, EngineError> {
+        let why = if changed {
+            format!("{what}; the previous container was restored")
+        } else {
+            what.to_owned()
+        };
+        let out = if changed {
+            self.restore_then(UpdateOutcome::RolledBack, why).await?
+        } else {
+            self.end(UpdateOutcome::RolledBack, Some(why))?
+        };
+        if out.status == ApplyStatus::RolledBack {
+            self.store.mark_interrupted(self.id)?;
+            self.outcome.status = ApplyStatus::Interrupted;
+            return Ok(self.outcome.clone());
+        }
+        Ok(out)
+    }
+
+    /// Another process took the update over: it is that process's to finish.
+    fn lost(&mut self) -> ApplyOutcome {
+        self.outcome.status = ApplyStatus::Failed;
+        self.outcome.detail = Some(
+            "another process took this update over (this process did not renew its lease in time); the host is that process's to restore or finish".into(),
+        );
+        self.outcome.clone()
     }
 }
 
@@ -392,38 +622,6 @@ fn record_new_image(store: &mut Store, asset: &Asset, image: &str) -> Result<(),
     Ok(())
 }
 
-fn finish_rolled_back(
-    store: &mut Store,
-    id: safe_updater_store::UpdateId,
-    mut outcome: ApplyOutcome,
-    why: String,
-    restore_error: Option<String>,
-    actor: &str,
-) -> Result<ApplyOutcome, EngineError> {
-    match restore_error {
-        None => {
-            store.finish_update(
-                id,
-                UpdateOutcome::RolledBack,
-                Some(why.clone()),
-                jiff::Timestamp::now(),
-                actor,
-            )?;
-            outcome.status = "rolled_back".into();
-            outcome.detail = Some(why);
-        }
-        Some(e) => {
-            // The update stays in progress: the next start tries the restore again rather than
-            // recording a rollback that did not happen.
-            outcome.status = "failed".into();
-            outcome.detail = Some(format!(
-                "{why}; restoring the previous container failed too ({e}); it is retried on the next run"
-            ));
-        }
-    }
-    Ok(outcome)
-}
-
 /// What recovery did with one interrupted update.
 #[derive(Debug, Clone, Serialize)]
 pub struct Recovery {
@@ -431,44 +629,104 @@ pub struct Recovery {
     pub asset_id: String,
     pub restored: bool,
     pub detail: String,
+    /// Another live process owns the update: it was left alone (not a failure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<safe_updater_core::lease::Owner>,
 }
 
-/// Brings every update a crash interrupted back to the container it replaced.
+impl Recovery {
+    /// Whether the update is still unrecovered and nobody is on it: the service may be down
+    /// (its container missing or stopped) until the next run.
+    pub fn failed(&self) -> bool {
+        !self.restored && self.held_by.is_none()
+    }
+}
+
+/// What [`recover`] does with an update in progress found in the store: take it over (its
+/// owner is gone), or report that it is left alone. `Err`: leave it, with this report.
+pub(crate) fn claim_orphan(
+    store: &mut Store,
+    u: &safe_updater_store::UpdateRecord,
+    actor: &str,
+) -> Result<Result<(), Recovery>, EngineError> {
+    let now = jiff::Timestamp::now();
+    let left = |detail: String, held_by| Recovery {
+        update_id: u.id.0,
+        asset_id: u.asset_id.clone(),
+        restored: false,
+        detail,
+        held_by,
+    };
+    match standing_of(store, u, now) {
+        // This process's own update is in the hands of the code running it.
+        Standing::Mine => Ok(Err(left(
+            "in progress in this process".into(),
+            Some(store.owner().clone()),
+        ))),
+        Standing::Held { owner, lease_until } => Ok(Err(left(
+            format!(
+                "in progress, owned by {owner} (lease until {}); left alone",
+                lease_until.strftime("%Y-%m-%dT%H:%M:%SZ")
+            ),
+            Some(owner),
+        ))),
+        Standing::Orphaned(gone) => {
+            if store.take_over_update(u.id, u.owner.as_ref(), &gone.to_string(), now, actor)? {
+                Ok(Ok(()))
+            } else {
+                Ok(Err(left(
+                    "another process took it over first".into(),
+                    u.owner.clone(),
+                )))
+            }
+        }
+    }
+}
+
+/// Brings every update a crash interrupted (whose owner is gone) back to the container it
+/// replaced; updates other live processes own are reported and left alone. `wanted` narrows
+/// it to some assets.
 pub async fn recover(
     store: &mut Store,
     engines: &[Engine],
     actor: &str,
+    wanted: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<Vec<Recovery>, EngineError> {
     let mut out = Vec::new();
     for u in store.unfinished_updates()? {
         // Kubernetes updates are recovered by `crate::kube_apply::recover_kube`.
-        if crate::kube_apply::is_kube_asset_id(&u.asset_id) {
+        if crate::kube_apply::is_kube_asset_id(&u.asset_id) || !wanted(&u.asset_id) {
             continue;
         }
+        let report = |restored: bool, detail: String| Recovery {
+            update_id: u.id.0,
+            asset_id: u.asset_id.clone(),
+            restored,
+            detail,
+            held_by: None,
+        };
         let snap: Option<ContainerSnapshot> = store
             .snapshot(u.id)?
             .and_then(|v| serde_json::from_value(v).ok());
         let Some(snap) = snap else {
-            out.push(Recovery {
-                update_id: u.id.0,
-                asset_id: u.asset_id,
-                restored: false,
-                detail: "its snapshot cannot be read".into(),
-            });
+            out.push(report(false, "its snapshot cannot be read".into()));
             continue;
         };
         let Some(engine) = engines.iter().find(|e| e.name() == snap.engine) else {
-            out.push(Recovery {
-                update_id: u.id.0,
-                asset_id: u.asset_id,
-                restored: false,
-                detail: format!(
+            out.push(report(
+                false,
+                format!(
                     "engine {} is not reachable; retried on the next run",
                     snap.engine
                 ),
-            });
+            ));
             continue;
         };
+        if let Err(left) = claim_orphan(store, &u, actor)? {
+            out.push(left);
+            continue;
+        }
+        let _lease = LeaseKeeper::start(store, u.id);
         match update::restore(engine, &snap).await {
             Ok(()) => {
                 let why = "interrupted before it was verified; the previous container was restored"
@@ -482,19 +740,12 @@ pub async fn recover(
                 )?;
                 // A crash is not the target's fault: it may be tried again.
                 store.mark_interrupted(u.id)?;
-                out.push(Recovery {
-                    update_id: u.id.0,
-                    asset_id: u.asset_id,
-                    restored: true,
-                    detail: why,
-                });
+                out.push(report(true, why));
             }
-            Err(e) => out.push(Recovery {
-                update_id: u.id.0,
-                asset_id: u.asset_id,
-                restored: false,
-                detail: format!("restore failed ({e}); retried on the next run"),
-            }),
+            Err(e) => out.push(report(
+                false,
+                format!("restore failed ({e}); retried on the next run"),
+            )),
         }
     }
     Ok(out)

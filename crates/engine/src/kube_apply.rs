@@ -36,7 +36,8 @@ use safe_updater_kube::{DiscoveryFilter, KubeError, KubeTarget};
 use safe_updater_store::{Store, UpdateId, UpdateOutcome, UpdateStart, UpdateStatus};
 use serde::{Deserialize, Serialize};
 
-use crate::apply::{ApplyOutcome, Recovery, checks_for};
+use crate::apply::{ApplyOutcome, ApplyStatus, Recovery, checks_for, claim_orphan};
+use crate::lease::LeaseKeeper;
 use crate::kube::KubeScanReport;
 use crate::kube_session::KubeSession;
 use crate::{CheckReport, EngineError};
@@ -104,14 +105,7 @@ enum Work {
 }
 
 fn not_started(asset: &Asset, to: &str, detail: String) -> ApplyOutcome {
-    ApplyOutcome {
-        asset_id: asset.id.clone(),
-        from: asset.image.clone(),
-        to: to.to_owned(),
-        update_id: None,
-        status: "not_started".into(),
-        detail: Some(detail),
-    }
+    ApplyOutcome::not_started(&asset.id, &asset.image, to, detail)
 }
 
 fn read_only_refusal(asset_id: &str) -> String {
@@ -571,13 +565,18 @@ pub async fn apply_kube(
         correlation_id: Some(correlation_id.to_owned()),
         actor: actor.to_owned(),
         at: now,
-    })?;
+    });
+    let id = match id {
+        Ok(id) => id,
+        Err(e) => return busy_or(e, asset, &new_ref),
+    };
+    let _lease = LeaseKeeper::start(store, id);
     let mut outcome = ApplyOutcome {
         asset_id: asset.id.clone(),
         from: asset.image.clone(),
         to: new_ref.clone(),
         update_id: Some(id.0),
-        status: "not_started".into(),
+        status: ApplyStatus::NotStarted,
         detail: None,
     };
 
@@ -729,6 +728,23 @@ pub async fn apply_kube(
     Ok(outcome)
 }
 
+/// Another live process's update of the asset is in progress: a `busy` outcome naming it;
+/// any other store error stops the step.
+fn busy_or(
+    e: safe_updater_store::StoreError,
+    asset: &Asset,
+    to: &str,
+) -> Result<ApplyOutcome, EngineError> {
+    match e {
+        e @ safe_updater_store::StoreError::UpdateInProgress { .. } => {
+            let mut out = not_started(asset, to, e.to_string());
+            out.status = ApplyStatus::Busy;
+            Ok(out)
+        }
+        e => Err(e.into()),
+    }
+}
+
 /// Records how the update ended and says so in `outcome` (its status, and why).
 fn finish(
     store: &mut Store,
@@ -739,7 +755,7 @@ fn finish(
     actor: &str,
 ) -> Result<(), EngineError> {
     store.finish_update(id, end, why.clone(), Timestamp::now(), actor)?;
-    outcome.status = end.status().as_str().to_owned();
+    outcome.status = end.status().into();
     if why.is_some() {
         outcome.detail = why;
     }
@@ -773,7 +789,7 @@ fn finish_undone(
         Err(e) => {
             // Left in progress: the next start (recover_kube) tries the restore again rather
             // than recording a rollback that did not happen.
-            outcome.status = "failed".into();
+            outcome.status = ApplyStatus::Failed;
             outcome.detail = Some(format!(
                 "{why}; restoring the previous version failed too ({e}); it is retried on the next run"
             ));
@@ -796,19 +812,16 @@ pub async fn rollback_kube(
     correlation_id: &str,
 ) -> Result<ApplyOutcome, EngineError> {
     let Some(asset) = store.get_asset(asset_id)? else {
-        return Ok(ApplyOutcome {
-            asset_id: asset_id.to_owned(),
-            from: String::new(),
-            to: to.unwrap_or_default().to_owned(),
-            update_id: None,
-            status: "not_started".into(),
-            detail: Some(format!(
-                "no tracked asset {asset_id}; see `safe-updater list-assets`"
-            )),
-        });
+        return Ok(ApplyOutcome::not_started(
+            asset_id,
+            "",
+            to.unwrap_or_default(),
+            format!("no tracked asset {asset_id}; see `safe-updater list-assets`"),
+        ));
     };
     if let Some(t) = to {
-        return apply_kube(config, store, session, &asset, t, actor, correlation_id).await;
+        let out = apply_kube(config, store, session, &asset, t, actor, correlation_id).await?;
+        return reject_rolled_away(store, &asset, out, t, actor);
     }
     let last = store
         .history(Some(asset_id), 50)?
@@ -835,7 +848,7 @@ pub async fn rollback_kube(
                 ),
             ));
         };
-        return apply_kube(
+        let out = apply_kube(
             config,
             store,
             session,
@@ -844,7 +857,8 @@ pub async fn rollback_kube(
             actor,
             correlation_id,
         )
-        .await;
+        .await?;
+        return reject_rolled_away(store, &asset, out, &previous, actor);
     }
     // A release: back to the revision recorded before its last successful upgrade.
     let snapshot: Option<KubeSnapshot> = store
@@ -907,13 +921,18 @@ pub async fn rollback_kube(
         correlation_id: Some(correlation_id.to_owned()),
         actor: actor.to_owned(),
         at: now,
-    })?;
+    });
+    let id = match id {
+        Ok(id) => id,
+        Err(e) => return busy_or(e, &asset, &last.from_ref),
+    };
+    let _lease = LeaseKeeper::start(store, id);
     let mut outcome = ApplyOutcome {
         asset_id: asset.id.clone(),
         from: asset.image.clone(),
         to: last.from_ref.clone(),
         update_id: Some(id.0),
-        status: "failed".into(),
+        status: ApplyStatus::Failed,
         detail: None,
     };
     let opts = apply_options(config, session, false);
@@ -950,6 +969,17 @@ pub async fn rollback_kube(
             )?;
             record_new_version(store, &asset, &last.from_ref, Some(&chart_version))?;
             outcome.detail = Some(format!("helm rollback to revision {revision}"));
+            if current.chart_version != chart_version {
+                crate::operator::reject_rolled_back(
+                    store,
+                    &asset.id,
+                    &current.chart_version,
+                    actor,
+                    &chart_version,
+                    Timestamp::now(),
+                )
+                .map_err(|e| EngineError::Kube(e.to_string()))?;
+            }
         }
         Ok(Err(why)) | Err(why) => {
             let why = format!("helm rollback to revision {revision}: {why}");
@@ -964,6 +994,27 @@ pub async fn rollback_kube(
         }
     }
     Ok(outcome)
+}
+
+/// After a successful rollback of a workload to `target`, the image tag it ran before is
+/// rejected in the operator's name (no cycle applies it again until an approval lifts it).
+fn reject_rolled_away(
+    store: &mut Store,
+    asset: &Asset,
+    out: ApplyOutcome,
+    target: &str,
+    actor: &str,
+) -> Result<ApplyOutcome, EngineError> {
+    let from = ImageRef::parse(&asset.image)
+        .ok()
+        .and_then(|r| r.tag().map(str::to_owned));
+    if out.status == ApplyStatus::Succeeded
+        && let Some(from) = from.filter(|f| f != target)
+    {
+        crate::operator::reject_rolled_back(store, &asset.id, &from, actor, target, Timestamp::now())
+            .map_err(|e| EngineError::Kube(e.to_string()))?;
+    }
+    Ok(out)
 }
 
 /// Brings every Kubernetes update a crash interrupted back to its snapshot: the pod template
@@ -985,6 +1036,7 @@ pub async fn recover_kube(
             asset_id: u.asset_id.clone(),
             restored,
             detail,
+            held_by: None,
         };
         let snapshot: Option<KubeSnapshot> = store
             .snapshot(u.id)?
@@ -1011,7 +1063,13 @@ pub async fn recover_kube(
             ));
             continue;
         }
-        // A Helm upgrade interrupted before it ran left nothing to undo.
+        if let Err(left) = claim_orphan(store, &u, actor)? {
+            out.push(left);
+            continue;
+        }
+        let _lease = LeaseKeeper::start(store, u.id);
+        // A Helm upgrade interrupted before it ran left nothing to undo; like any update a
+        // crash cut short, it says nothing against its version, which may be tried again.
         if let KubeSnapshot::Helm {
             namespace,
             release,
@@ -1023,14 +1081,15 @@ pub async fn recover_kube(
                 find_release(target, namespace, release, Timestamp::now()).await
             && now_release.revision <= *revision
         {
-            let why = "interrupted before helm changed the release".to_owned();
+            let why = "interrupted before helm changed the release; nothing to restore".to_owned();
             store.finish_update(
                 u.id,
-                UpdateOutcome::Failed,
+                UpdateOutcome::RolledBack,
                 Some(why.clone()),
                 Timestamp::now(),
                 actor,
             )?;
+            store.mark_interrupted(u.id)?;
             out.push(report(true, why));
             continue;
         }
@@ -1046,6 +1105,8 @@ pub async fn recover_kube(
                     Timestamp::now(),
                     actor,
                 )?;
+                // A crash is not the target's fault: it may be tried again.
+                store.mark_interrupted(u.id)?;
                 out.push(report(true, why));
             }
             Err(e) => out.push(report(

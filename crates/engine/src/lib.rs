@@ -14,6 +14,8 @@
 mod apply;
 mod check;
 pub mod kube;
+pub mod lease;
+pub mod stop;
 pub mod kube_apply;
 pub mod kube_check;
 pub mod kube_session;
@@ -23,9 +25,10 @@ mod scan;
 mod settings;
 
 pub use apply::{
-    ApplyOutcome, ApplySettings, Recovery, apply, pull_auth, pull_auths, pull_auths_for, recover,
-    registry_of,
+    ApplyOutcome, ApplySettings, ApplyStatus, Recovery, apply, busy_with, pull_auth, pull_auths,
+    pull_auths_for, recover, registry_of,
 };
+pub use stop::{Stop, StopRequest};
 pub use check::{AssetCheck, CheckReport, check, check_each, check_some};
 pub use kube_apply::{
     KubeApplied, KubeRunReport, apply_kube, recover_kube, rollback_kube, run_kube_observed,
@@ -35,7 +38,7 @@ pub use kube_check::check_kube;
 pub use kube_session::{KubeOverrides, KubeSession};
 pub use operator::{OperatorError, PendingApproval};
 pub use run::{
-    DependencyNode, RunReport, WATCHTOWER_DEPENDS_ON, apply_by_policy, apply_one, connect_all,
+    DependencyNode, RollbackReport, RunReport, rollback, WATCHTOWER_DEPENDS_ON, apply_by_policy, apply_one, connect_all,
     dependency_groups, dependency_groups_of, dependency_order, previous_version, run_once,
 };
 pub use scan::{EngineOutcome, ScanReport, scan};

@@ -19,7 +19,7 @@ use safe_updater_core::constraint::Constraint;
 use safe_updater_core::reference::ImageRef;
 use safe_updater_core::tag::{Scheme, Tag, analyze};
 use safe_updater_store::{
-    Approval, AssetOverrides, DecisionRecord, PinOverride, SnoozeOverride, Store, StoreError,
+    Approval, ApprovalOrigin, AssetOverrides, DecisionRecord, PinOverride, SnoozeOverride, Store, StoreError,
     Stored, Verdict,
 };
 use serde::Serialize;
@@ -304,6 +304,30 @@ fn answer(
     check_operator(operator)?;
     let (asset_id, candidate) = parse_approval_id(id)?;
     if let Some(a) = store.approval_for(asset_id, candidate)? {
+        // A version rejected outright (skipped, or rolled away from) is lifted by an explicit
+        // approval; an answer to a review stands (two operators answering at once must not
+        // overrule each other).
+        if verdict == Verdict::Approved
+            && a.verdict == Verdict::Rejected
+            && a.origin.may_be_lifted()
+        {
+            let approval = Approval {
+                asset_id: asset_id.to_owned(),
+                candidate: candidate.to_owned(),
+                verdict,
+                operator: operator.to_owned(),
+                reason: Some(format!(
+                    "lifts the {} rejection by {} at {}",
+                    a.origin.as_str(),
+                    a.operator,
+                    a.at.strftime("%Y-%m-%dT%H:%M:%SZ")
+                )),
+                at: now,
+                origin: ApprovalOrigin::Review,
+            };
+            store.record_approval(&approval)?;
+            return Ok(approval);
+        }
         return Err(already(id, a));
     }
     let waiting = pending_matching(store, |d| {
@@ -321,6 +345,7 @@ fn answer(
         operator: operator.to_owned(),
         reason,
         at: now,
+        origin: ApprovalOrigin::Review,
     };
     // Checked again under the write lock: another operator may have answered meanwhile.
     match store.record_approval_if_undecided(&approval)? {
@@ -375,9 +400,54 @@ pub fn skip_version(
         operator: operator.to_owned(),
         reason,
         at: now,
+        origin: ApprovalOrigin::Skip,
     };
     store.record_approval(&approval)?;
     Ok(approval)
+}
+
+/// Rejects the version an operator just rolled `asset_id` away from, in the operator's name
+/// (origin `rollback`), so that no cycle applies it again; an explicit [`approve`] of
+/// `<asset>@<version>` lifts it. Nothing is recorded when the version already stands
+/// rejected. Returns the rejection recorded, if any.
+pub fn reject_rolled_back(
+    store: &mut Store,
+    asset_id: &str,
+    version: &str,
+    operator: &str,
+    target: &str,
+    now: Timestamp,
+) -> Result<Option<Approval>, OperatorError> {
+    check_operator(operator)?;
+    if let Some(a) = store.approval_for(asset_id, version)?
+        && a.verdict == Verdict::Rejected
+    {
+        return Ok(None);
+    }
+    let approval = Approval {
+        asset_id: asset_id.to_owned(),
+        candidate: version.to_owned(),
+        verdict: Verdict::Rejected,
+        operator: operator.to_owned(),
+        reason: Some(format!(
+            "rolled back from {version} to {target}; `safe-updater approve {}` lifts this",
+            approval_id(asset_id, version)
+        )),
+        at: now,
+        origin: ApprovalOrigin::Rollback,
+    };
+    store.record_approval(&approval)?;
+    Ok(Some(approval))
+}
+
+/// The rejections that keep versions of assets from running (by `skip` or a rollback), which
+/// an explicit approval lifts; newest first.
+pub fn rejected_versions(store: &Store) -> Result<Vec<Approval>, OperatorError> {
+    Ok(store
+        .latest_verdicts()?
+        .into_iter()
+        .filter(|a| a.verdict == Verdict::Rejected && a.origin.may_be_lifted())
+        .collect())
 }
 
 /// A Docker tag (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`) or a `sha256:` digest.

@@ -14,6 +14,7 @@ use safe_updater_store::Store;
 use serde::Serialize;
 
 use crate::apply::{ApplyOutcome, ApplySettings, Recovery, apply, recover};
+use crate::stop::Stop;
 use crate::{CheckReport, EngineError, ScanReport, check, scan};
 
 /// Watchtower's dependency label: container names this one depends on, comma-separated.
@@ -169,7 +170,8 @@ fn order_by_edges(n: usize, edges: &[(usize, usize)]) -> Vec<usize> {
     order
 }
 
-/// One cycle. `auth` holds the pull credentials per registry host.
+/// One cycle. `auth` holds the pull credentials per registry host. A `stop` lets the update
+/// in flight end safely (see [`apply`]) and starts no other.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_once<R: RegistryApi>(
     config: &Config,
@@ -180,9 +182,10 @@ pub async fn run_once<R: RegistryApi>(
     now: Timestamp,
     actor: &str,
     correlation_id: &str,
+    stop: &Stop,
 ) -> Result<RunReport, EngineError> {
     let engines = connect_all(specs).await;
-    let recovered = recover(store, &engines, actor).await?;
+    let recovered = recover(store, &engines, actor, &|_| true).await?;
     let scan_report = scan(store, specs, config.docker.include_stopped, now, actor).await?;
     let check_report = check(config, store, cycle, now, actor, correlation_id).await?;
 
@@ -210,6 +213,9 @@ pub async fn run_once<R: RegistryApi>(
         let Some(engine) = engines.iter().find(|e| e.name() == asset.location) else {
             continue;
         };
+        if stop.requested() {
+            break;
+        }
         applied.push(
             apply_by_policy(
                 config,
@@ -220,6 +226,7 @@ pub async fn run_once<R: RegistryApi>(
                 auth,
                 actor,
                 correlation_id,
+                stop,
             )
             .await?,
         );
@@ -244,15 +251,10 @@ pub async fn apply_one(
     auth: &BTreeMap<String, RegistryAuth>,
     actor: &str,
     correlation_id: &str,
+    stop: &Stop,
 ) -> Result<ApplyOutcome, EngineError> {
-    let not_started = |detail: String| ApplyOutcome {
-        asset_id: asset_id.to_owned(),
-        from: String::new(),
-        to: target_tag.to_owned(),
-        update_id: None,
-        status: "not_started".into(),
-        detail: Some(detail),
-    };
+    let not_started =
+        |detail: String| ApplyOutcome::not_started(asset_id, "", target_tag, detail);
     let Some(asset) = store.get_asset(asset_id)? else {
         return Ok(not_started(format!(
             "no tracked asset {asset_id}; see `safe-updater list-assets`"
@@ -274,7 +276,9 @@ pub async fn apply_one(
         Ok(e) => e,
         Err(e) => return Ok(not_started(e.to_string())),
     };
-    recover(store, std::slice::from_ref(&engine), actor).await?;
+    // This asset's interrupted update first (others are their own commands' business): an
+    // update must start from the container its snapshot would restore.
+    recover(store, std::slice::from_ref(&engine), actor, &|id| id == asset_id).await?;
     apply_by_policy(
         config,
         store,
@@ -284,6 +288,7 @@ pub async fn apply_one(
         auth,
         actor,
         correlation_id,
+        stop,
     )
     .await
 }
@@ -300,6 +305,7 @@ pub async fn apply_by_policy(
     auth: &BTreeMap<String, RegistryAuth>,
     actor: &str,
     correlation_id: &str,
+    stop: &Stop,
 ) -> Result<ApplyOutcome, EngineError> {
     let policy = config.policy.resolve_asset(asset);
     let registry = safe_updater_core::reference::ImageRef::parse(&asset.image)
@@ -311,6 +317,7 @@ pub async fn apply_by_policy(
         on_failure: policy.on_failure.value,
         actor,
         correlation_id,
+        stop: stop.clone(),
     };
     apply(
         store,
@@ -321,6 +328,156 @@ pub async fn apply_by_policy(
         &settings,
     )
     .await
+}
+
+/// What `rollback` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackReport {
+    /// The asset's interrupted updates, recovered (or left to their live owner) first.
+    pub recovered: Vec<Recovery>,
+    /// The rollback itself; `None` when recovering the interrupted update was the rollback,
+    /// or when it could not be recovered.
+    pub outcome: Option<ApplyOutcome>,
+    /// The versions rolled away from, now rejected in the operator's name.
+    pub rejected: Vec<String>,
+}
+
+impl RollbackReport {
+    /// Whether the asset is back where the operator asked.
+    pub fn ok(&self) -> bool {
+        !self.recovered.iter().any(|r| !r.restored)
+            && self
+                .outcome
+                .as_ref()
+                .is_none_or(|o| o.status == crate::ApplyStatus::Succeeded)
+    }
+}
+
+/// `rollback ASSET [--to TAG]` for a container. An update of the asset a crash or a signal
+/// left in progress is recovered first: that restore is the rollback when no `to` is given.
+/// Otherwise the asset goes back to what its last successful update replaced (or to `to`),
+/// applied and verified like any update. The version rolled away from is then rejected in the
+/// operator's name, so that no cycle applies it again until an operator approves it.
+#[allow(clippy::too_many_arguments)]
+pub async fn rollback(
+    config: &Config,
+    store: &mut Store,
+    specs: &[EngineSpec],
+    asset_id: &str,
+    to: Option<&str>,
+    auth: &BTreeMap<String, RegistryAuth>,
+    actor: &str,
+    correlation_id: &str,
+    stop: &Stop,
+) -> Result<RollbackReport, EngineError> {
+    let mut report = RollbackReport {
+        recovered: Vec::new(),
+        outcome: None,
+        rejected: Vec::new(),
+    };
+    let not_started = |detail: String| Some(ApplyOutcome::not_started(asset_id, "", to.unwrap_or(""), detail));
+    let Some(asset) = store.get_asset(asset_id)? else {
+        report.outcome = not_started(format!(
+            "no tracked asset {asset_id}; see `safe-updater list-assets`"
+        ));
+        return Ok(report);
+    };
+    let Some(spec) = specs.iter().find(|s| s.name == asset.location) else {
+        report.outcome = not_started(format!("engine {} is not configured", asset.location));
+        return Ok(report);
+    };
+    let engine = match Engine::connect(spec, ConnectOptions::default()).await {
+        Ok(e) => e,
+        Err(e) => {
+            report.outcome = not_started(e.to_string());
+            return Ok(report);
+        }
+    };
+    let interrupted: Vec<_> = store
+        .unfinished_updates()?
+        .into_iter()
+        .filter(|u| u.asset_id == asset_id)
+        .collect();
+    report.recovered = recover(store, std::slice::from_ref(&engine), actor, &|id| id == asset_id).await?;
+    if report.recovered.iter().any(|r| !r.restored) {
+        return Ok(report);
+    }
+    let now = Timestamp::now();
+    for u in &interrupted {
+        if let Some(tag) = tag_of(&u.to_ref) {
+            let from = tag_of(&u.from_ref).unwrap_or_default();
+            reject(store, asset_id, &tag, actor, &from, now, &mut report)?;
+        }
+    }
+    if !report.recovered.is_empty() && to.is_none() {
+        return Ok(report);
+    }
+    let target = match to {
+        Some(t) => t.to_owned(),
+        None => match previous_version(store, asset_id)? {
+            Some(t) => t,
+            None => {
+                report.outcome = not_started(format!(
+                    "{asset_id} has no successful update to roll back; give the version with --to"
+                ));
+                return Ok(report);
+            }
+        },
+    };
+    let Some(asset) = store.get_asset(asset_id)? else {
+        return Ok(report);
+    };
+    let away_from = tag_of(&asset.image);
+    let outcome = apply_by_policy(
+        config,
+        store,
+        &engine,
+        &asset,
+        &target,
+        auth,
+        actor,
+        correlation_id,
+        stop,
+    )
+    .await?;
+    if outcome.status == crate::ApplyStatus::Succeeded
+        && let Some(from) = away_from.filter(|f| *f != target)
+    {
+        reject(store, asset_id, &from, actor, &target, Timestamp::now(), &mut report)?;
+    }
+    report.outcome = Some(outcome);
+    Ok(report)
+}
+
+fn tag_of(image: &str) -> Option<String> {
+    safe_updater_core::reference::ImageRef::parse(image)
+        .ok()?
+        .tag()
+        .map(str::to_owned)
+}
+
+fn reject(
+    store: &mut Store,
+    asset_id: &str,
+    version: &str,
+    actor: &str,
+    target: &str,
+    now: Timestamp,
+    report: &mut RollbackReport,
+) -> Result<(), EngineError> {
+    match crate::operator::reject_rolled_back(store, asset_id, version, actor, target, now) {
+        Ok(_) => {
+            report.rejected.push(version.to_owned());
+            Ok(())
+        }
+        Err(crate::OperatorError::Store(e)) => Err(e.into()),
+        // An actor the operator module refuses (too long) is the CLI's own name: say so in
+        // the log rather than fail a rollback that happened.
+        Err(e) => {
+            tracing::warn!(asset_id, version, error = %e, "the version rolled away from could not be rejected");
+            Ok(())
+        }
+    }
 }
 
 /// The version to roll back to: what the last successful update replaced.

@@ -96,6 +96,8 @@ async fn an_update_killed_after_any_step_is_restored_on_the_next_start() {
             &old_image,
         ]);
         let mut store = Store::open_in_memory().expect("store");
+        // The update is begun by a process that then died ...
+        store.act_as(safe_updater_store::testing::departed_process());
         let snap = update::snapshot(&engine, &name).await.expect("snapshot");
         let update_id = store
             .begin_update(&UpdateStart {
@@ -110,8 +112,9 @@ async fn an_update_killed_after_any_step_is_restored_on_the_next_start() {
             .expect("begin");
         interrupt_after(&engine, &snap, &new_image, steps).await;
 
-        // The next start.
-        let recovered = recover(&mut store, std::slice::from_ref(&engine), "test")
+        // ... and recovered by the next start.
+        store.act_as(safe_updater_store::process::this_process());
+        let recovered = recover(&mut store, std::slice::from_ref(&engine), "test", &|_| true)
             .await
             .expect("recover");
         assert_eq!(recovered.len(), 1, "after {steps} step(s): {recovered:?}");

@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
+use jiff::Timestamp;
 use safe_updater_core::audit::VerifyProblem;
+use safe_updater_core::lease::Owner;
 
 use crate::types::UpdateStatus;
 
@@ -101,6 +103,32 @@ pub enum StoreError {
         path: String,
         id: i64,
         status: UpdateStatus,
+    },
+
+    /// Another live process owns an update of this asset that is still in progress.
+    #[error(
+        "{asset_id} is being updated by another process: update #{update_id} is in progress, \
+         owned by {owner} (lease until {}); leaving it alone",
+        lease_until.strftime("%Y-%m-%dT%H:%M:%SZ")
+    )]
+    UpdateInProgress {
+        path: String,
+        asset_id: String,
+        update_id: i64,
+        owner: Box<Owner>,
+        lease_until: Timestamp,
+    },
+
+    /// The update is in progress but belongs to another process (it took the update over, or
+    /// this process never owned it): its outcome is that process's to record.
+    #[error(
+        "{path}: update {id} is owned by {owner}, not by this process; its outcome is that \
+         process's to record"
+    )]
+    NotOwner {
+        path: String,
+        id: i64,
+        owner: Box<Owner>,
     },
 
     #[error(

@@ -5,21 +5,23 @@ use jiff::Timestamp;
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, params};
 use safe_updater_core::audit::AuditEvent;
+use safe_updater_core::lease::{Owner, lease_end};
 use serde_json::json;
 
 use crate::audit::append_in;
 use crate::error::{Context as _, Result, StoreError};
 use crate::types::{
-    Approval, DecisionRecord, Stored, UpdateId, UpdateOutcome, UpdateRecord, UpdateStart,
+    Approval, ApprovalOrigin, DecisionRecord, Stored, UpdateId, UpdateOutcome, UpdateRecord, UpdateStart,
     UpdateStatus, UpdateWithSnapshot, Verdict,
 };
 use crate::{Store, json_col, limit_to_sql, opt_ts_col, ts_col, ts_to_sql};
 
 const DECISION_COLUMNS: &str = "id, asset_id, at, actor, current, candidate, change, gate, \
      decision, rule, reason, correlation_id";
-const APPROVAL_COLUMNS: &str = "id, asset_id, candidate, verdict, operator, reason, at";
+const APPROVAL_COLUMNS: &str = "id, asset_id, candidate, verdict, operator, reason, at, origin";
 const UPDATE_COLUMNS: &str = "id, asset_id, from_ref, to_ref, status, error, correlation_id, \
-     started_by, started_at, finished_by, finished_at";
+     started_by, started_at, finished_by, finished_at, owner_host, owner_pid, \
+     owner_pid_namespace, owner_process_start, owner_started_at, lease_until";
 
 fn decision_from_row(row: &Row<'_>) -> rusqlite::Result<Stored<DecisionRecord>> {
     Ok(Stored {
@@ -58,7 +60,19 @@ fn approval_from_row(row: &Row<'_>) -> rusqlite::Result<Stored<Approval>> {
             operator: row.get(4)?,
             reason: row.get(5)?,
             at: ts_col(row, 6)?,
+            origin: origin_col(row, 7)?,
         },
+    })
+}
+
+pub(crate) fn origin_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<ApprovalOrigin> {
+    let origin: String = row.get(idx)?;
+    ApprovalOrigin::parse(&origin).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            Type::Text,
+            format!("unknown approval origin {origin:?}").into(),
+        )
     })
 }
 
@@ -83,7 +97,40 @@ fn update_from_row(row: &Row<'_>) -> rusqlite::Result<UpdateRecord> {
         started_at: ts_col(row, 8)?,
         finished_by: row.get(9)?,
         finished_at: opt_ts_col(row, 10)?,
+        owner: owner_from_row(row, 11)?,
+        lease_until: opt_ts_col(row, 16)?,
     })
+}
+
+/// The owner in the five columns from `first` on (host, pid, pid namespace, process start,
+/// started at); `None` when no host is recorded.
+fn owner_from_row(row: &Row<'_>, first: usize) -> rusqlite::Result<Option<Owner>> {
+    let Some(host) = row.get::<_, Option<String>>(first)? else {
+        return Ok(None);
+    };
+    let pid: i64 = row.get(first + 1)?;
+    let start: i64 = row.get(first + 3)?;
+    Ok(Some(Owner {
+        host,
+        pid: u32::try_from(pid).unwrap_or_default(),
+        pid_namespace: row.get(first + 2)?,
+        process_start: u64::try_from(start).unwrap_or_default(),
+        started_at: ts_col(row, first + 4)?,
+    }))
+}
+
+/// The owner as the five column values [`owner_from_row`] reads.
+fn owner_params(o: Option<&Owner>) -> (Option<&str>, Option<i64>, Option<&str>, Option<i64>, Option<String>) {
+    match o {
+        Some(o) => (
+            Some(o.host.as_str()),
+            Some(i64::from(o.pid)),
+            Some(o.pid_namespace.as_str()),
+            Some(i64::try_from(o.process_start).unwrap_or(i64::MAX)),
+            Some(ts_to_sql(&o.started_at)),
+        ),
+        None => (None, None, None, None, None),
+    }
 }
 
 pub(crate) fn insert_decision(
@@ -125,7 +172,7 @@ pub(crate) fn insert_approval(
     a: &Approval,
 ) -> Result<i64> {
     conn.prepare_cached(&format!(
-        "INSERT INTO approvals ({APPROVAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+        "INSERT INTO approvals ({APPROVAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
     ))
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -136,6 +183,7 @@ pub(crate) fn insert_approval(
             a.operator,
             a.reason,
             ts_to_sql(&a.at),
+            a.origin.as_str(),
         ])
     })
     .during(label, op)?;
@@ -149,9 +197,10 @@ pub(crate) fn insert_update(
     u: &UpdateRecord,
     snapshot: Option<&serde_json::Value>,
 ) -> Result<()> {
+    let (host, pid, ns, start, started) = owner_params(u.owner.as_ref());
     conn.prepare_cached(&format!(
         "INSERT INTO updates ({UPDATE_COLUMNS})
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
     ))
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -166,6 +215,12 @@ pub(crate) fn insert_update(
             ts_to_sql(&u.started_at),
             u.finished_by,
             u.finished_at.as_ref().map(ts_to_sql),
+            host,
+            pid,
+            ns,
+            start,
+            started,
+            u.lease_until.as_ref().map(ts_to_sql),
         ])
     })
     .during(label, op)?;
@@ -205,7 +260,19 @@ pub(crate) fn approval_event(id: i64, a: &Approval) -> AuditEvent {
             "candidate": a.candidate,
             "verdict": a.verdict.as_str(),
             "reason": a.reason,
+            "origin": a.origin.as_str(),
         }),
+    }
+}
+
+/// Stands for the owner of an in-progress update written before owners were recorded.
+fn unknown_owner(started_at: Timestamp) -> Owner {
+    Owner {
+        host: "unknown".into(),
+        pid: 0,
+        pid_namespace: String::new(),
+        process_start: 0,
+        started_at,
     }
 }
 
@@ -312,6 +379,26 @@ impl Store {
             .during(&self.label, op)
     }
 
+    /// The verdict that counts (the latest) for every candidate of every asset, newest first.
+    pub fn latest_verdicts(&self) -> Result<Vec<Approval>> {
+        let op = "read the latest verdicts";
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {APPROVAL_COLUMNS} FROM approvals a
+                 WHERE id = (SELECT b.id FROM approvals b
+                             WHERE b.asset_id = a.asset_id AND b.candidate = a.candidate
+                             ORDER BY b.at DESC, b.id DESC LIMIT 1)
+                 ORDER BY at DESC, id DESC"
+            ))
+            .during(&self.label, op)?;
+        let rows = stmt
+            .query_map([], |row| approval_from_row(row).map(|s| s.record))
+            .during(&self.label, op)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .during(&self.label, op)
+    }
+
     /// The latest verdict on this candidate of this asset (the one that counts), if any.
     pub fn approval_for(&self, asset_id: &str, candidate: &str) -> Result<Option<Approval>> {
         self.conn
@@ -328,10 +415,15 @@ impl Store {
             .during(&self.label, "read an approval")
     }
 
-    /// Records that an update is about to start: the row (status `in_progress`), its rollback
-    /// snapshot and the audit event `update.started`, committed together and fsynced before
-    /// this returns. Call it BEFORE changing anything, so that a crash at any later point
-    /// leaves an unfinished update to recover from its snapshot.
+    /// Records that an update is about to start: the row (status `in_progress`, owned by this
+    /// store's process with a lease from `start.at`), its rollback snapshot and the audit
+    /// event `update.started`, committed together and fsynced before this returns. Call it
+    /// BEFORE changing anything, so that a crash at any later point leaves an unfinished
+    /// update to recover from its snapshot.
+    ///
+    /// One asset has at most one update in progress: while another is (whoever owns it),
+    /// this refuses with [`StoreError::UpdateInProgress`] and writes nothing. The check and
+    /// the insert happen under one write lock, so two processes cannot both begin.
     pub fn begin_update(&mut self, start: &UpdateStart) -> Result<UpdateId> {
         let label = &self.label;
         let op = "begin an update";
@@ -339,10 +431,29 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .during(label, op)?;
+        let running = tx
+            .prepare_cached(&format!(
+                "SELECT {UPDATE_COLUMNS} FROM updates
+                 WHERE asset_id = ?1 AND status = 'in_progress' ORDER BY id LIMIT 1"
+            ))
+            .and_then(|mut stmt| stmt.query_row([&start.asset_id], update_from_row).optional())
+            .during(label, op)?;
+        if let Some(u) = running {
+            return Err(StoreError::UpdateInProgress {
+                path: label.clone(),
+                asset_id: u.asset_id,
+                update_id: u.id.0,
+                owner: Box::new(u.owner.unwrap_or_else(|| unknown_owner(u.started_at))),
+                lease_until: u.lease_until.unwrap_or(Timestamp::UNIX_EPOCH),
+            });
+        }
+        let (host, pid, ns, process_start, started) = owner_params(Some(&self.owner));
         // The id comes from AUTOINCREMENT: insert without one, then read it back.
         tx.prepare_cached(
             "INSERT INTO updates (asset_id, from_ref, to_ref, status, correlation_id, \
-             started_by, started_at) VALUES (?1, ?2, ?3, 'in_progress', ?4, ?5, ?6)",
+             started_by, started_at, owner_host, owner_pid, owner_pid_namespace, \
+             owner_process_start, owner_started_at, lease_until) \
+             VALUES (?1, ?2, ?3, 'in_progress', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )
         .and_then(|mut stmt| {
             stmt.execute(params![
@@ -352,6 +463,12 @@ impl Store {
                 start.correlation_id,
                 start.actor,
                 ts_to_sql(&start.at),
+                host,
+                pid,
+                ns,
+                process_start,
+                started,
+                ts_to_sql(&lease_end(start.at)),
             ])
         })
         .during(label, op)?;
@@ -411,6 +528,15 @@ impl Store {
                 status: update.status,
             });
         }
+        if let Some(owner) = &update.owner
+            && !owner.is(&self.owner)
+        {
+            return Err(StoreError::NotOwner {
+                path: label.clone(),
+                id: id.0,
+                owner: Box::new(owner.clone()),
+            });
+        }
         let status = outcome.status();
         tx.prepare_cached(
             "UPDATE updates SET status = ?2, error = ?3, finished_by = ?4, finished_at = ?5
@@ -445,6 +571,105 @@ impl Store {
         update.finished_by = Some(actor.to_string());
         update.finished_at = Some(at);
         Ok(update)
+    }
+
+    /// Extends the lease of update `id` to `lease_end(now)`, if it is in progress and this
+    /// store's process owns it. Returns whether it did: `false` means the lease is lost (the
+    /// update was taken over, or finished).
+    pub fn renew_lease(&mut self, id: UpdateId, now: Timestamp) -> Result<bool> {
+        let (host, pid, ns, start, _) = owner_params(Some(&self.owner));
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE updates SET lease_until = ?6
+                 WHERE id = ?1 AND status = 'in_progress' AND owner_host = ?2 AND owner_pid = ?3
+                   AND owner_pid_namespace = ?4 AND owner_process_start = ?5",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![id.0, host, pid, ns, start, ts_to_sql(&lease_end(now))])
+            })
+            .during(&self.label, "renew an update's lease")?;
+        Ok(n == 1)
+    }
+
+    /// Whether this store's process still owns update `id` in progress (it was not finished,
+    /// nor taken over by another process).
+    pub fn owns_update(&self, id: UpdateId) -> Result<bool> {
+        Ok(self
+            .update(id)?
+            .is_some_and(|u| {
+                u.status == UpdateStatus::InProgress
+                    && u.owner.as_ref().is_some_and(|o| o.is(&self.owner))
+            }))
+    }
+
+    /// Makes this store's process the owner of update `id`, in progress, if its owner is
+    /// still `previous` (`None`: it records none) — the compare-and-swap by which exactly one
+    /// of several processes recovers an orphaned update. Appends `update.taken_over` in the
+    /// same transaction. Returns whether this process now owns it.
+    pub fn take_over_update(
+        &mut self,
+        id: UpdateId,
+        previous: Option<&Owner>,
+        why: &str,
+        now: Timestamp,
+        actor: &str,
+    ) -> Result<bool> {
+        let label = &self.label;
+        let op = "take over an update";
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .during(label, op)?;
+        let Some(update) = get_update(&tx, label, op, id)? else {
+            return Ok(false);
+        };
+        let same = match (&update.owner, previous) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.is(b),
+            _ => false,
+        };
+        if update.status != UpdateStatus::InProgress || !same {
+            return Ok(false);
+        }
+        let (host, pid, ns, start, started) = owner_params(Some(&self.owner));
+        tx.prepare_cached(
+            "UPDATE updates SET owner_host = ?2, owner_pid = ?3, owner_pid_namespace = ?4,
+                 owner_process_start = ?5, owner_started_at = ?6, lease_until = ?7
+             WHERE id = ?1 AND status = 'in_progress'",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                id.0,
+                host,
+                pid,
+                ns,
+                start,
+                started,
+                ts_to_sql(&lease_end(now))
+            ])
+        })
+        .during(label, op)?;
+        append_in(
+            &tx,
+            label,
+            op,
+            AuditEvent {
+                timestamp: now,
+                actor: actor.to_string(),
+                action: "update.taken_over".to_string(),
+                asset_id: Some(update.asset_id.clone()),
+                correlation_id: update.correlation_id.clone(),
+                details: json!({
+                    "update_id": id.0,
+                    "previous_owner": previous,
+                    "owner": &self.owner,
+                    "why": why,
+                }),
+            },
+        )?;
+        tx.commit().during(label, op)?;
+        Ok(true)
     }
 
     /// Update attempts, newest first: all of them, or those of one asset.
@@ -544,11 +769,11 @@ impl Store {
             ),
             "read updates",
             |row| {
-                let snapshot: Option<String> = row.get(11)?;
+                let snapshot: Option<String> = row.get(17)?;
                 let snapshot = snapshot
                     .map(|text| {
                         serde_json::from_str(&text).map_err(|e| {
-                            rusqlite::Error::FromSqlConversionFailure(11, Type::Text, Box::new(e))
+                            rusqlite::Error::FromSqlConversionFailure(17, Type::Text, Box::new(e))
                         })
                     })
                     .transpose()?;

@@ -42,6 +42,7 @@ mod error;
 mod history;
 mod migrations;
 mod overrides;
+pub mod process;
 mod queue;
 mod types;
 
@@ -79,6 +80,8 @@ pub struct Store {
     path: Option<PathBuf>,
     /// How errors name this store: its path, or `:memory:`.
     label: String,
+    /// The process this store acts for: the owner of the updates it begins or takes over.
+    owner: Owner,
 }
 
 impl Store {
@@ -105,6 +108,7 @@ impl Store {
             conn,
             path: Some(path),
             label,
+            owner: process::this_process(),
         };
         store.configure()?;
         migrations::migrate(&mut store.conn, &store.label, store.path.as_deref())?;
@@ -121,10 +125,23 @@ impl Store {
             conn,
             path: None,
             label: MEMORY_LABEL.to_string(),
+            owner: process::this_process(),
         };
         store.configure()?;
         migrations::migrate(&mut store.conn, &store.label, None)?;
         Ok(store)
+    }
+
+    /// The process this store acts for (this one, unless [`Store::act_as`] said otherwise).
+    pub fn owner(&self) -> &Owner {
+        &self.owner
+    }
+
+    /// Acts for another owner from now on: what a replica, or a test standing in for a second
+    /// process, uses. The updates it begins are owned by `owner`, and only those it may
+    /// finish.
+    pub fn act_as(&mut self, owner: Owner) {
+        self.owner = owner;
     }
 
     /// The database file, `None` in memory.
@@ -178,6 +195,16 @@ pub mod testing {
             source,
         })?;
         migrations::migrate_to(&mut conn, &label, Some(path), version)
+    }
+
+    /// An owner that stands for a process of this host that has since exited (a pid no
+    /// process has, in this process's namespace): what a crashed earlier run left behind.
+    pub fn departed_process() -> crate::Owner {
+        crate::Owner {
+            pid: u32::MAX - 1,
+            process_start: 1,
+            ..crate::process::this_process()
+        }
     }
 
     /// The store connection's `(journal_mode, synchronous, foreign_keys, busy_timeout)`.

@@ -42,10 +42,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "0005_queue",
         sql: include_str!("../migrations/0005_queue.sql"),
     },
+    Migration {
+        version: 6,
+        name: "0006_owners",
+        sql: include_str!("../migrations/0006_owners.sql"),
+    },
 ];
 
 /// The schema version this release writes: the number of the last migration.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 pub(crate) fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA user_version", [], |row| row.get(0))

@@ -279,18 +279,24 @@ impl Store {
             .during(label, op)?;
         let existing = tx
             .prepare_cached(
-                "SELECT verdict, operator, reason, at FROM approvals
+                "SELECT verdict, operator, reason, at, origin FROM approvals
                  WHERE asset_id = ?1 AND candidate = ?2 ORDER BY at DESC, id DESC LIMIT 1",
             )
             .and_then(|mut stmt| {
                 stmt.query_row([&approval.asset_id, &approval.candidate], |row| {
                     let verdict: String = row.get(0)?;
-                    Ok((verdict, row.get(1)?, row.get(2)?, ts_col(row, 3)?))
+                    Ok((
+                        verdict,
+                        row.get(1)?,
+                        row.get(2)?,
+                        ts_col(row, 3)?,
+                        crate::history::origin_col(row, 4)?,
+                    ))
                 })
                 .optional()
             })
             .during(label, op)?;
-        if let Some((verdict, operator, reason, at)) = existing {
+        if let Some((verdict, operator, reason, at, origin)) = existing {
             let verdict = Verdict::parse(&verdict).ok_or_else(|| StoreError::Sqlite {
                 path: label.clone(),
                 op,
@@ -307,6 +313,7 @@ impl Store {
                 operator,
                 reason,
                 at,
+                origin,
             }));
         }
         let id = insert_approval(&tx, label, op, None, approval)?;

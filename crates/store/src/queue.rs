@@ -261,6 +261,21 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Puts an entry in flight back in the queue without counting the attempt: it never
+    /// began (another process was updating the asset). Returns whether it was in flight.
+    pub fn unclaim(&mut self, id: i64, detail: &str) -> Result<bool> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE update_queue SET state = 'queued', detail = ?2,
+                     attempts = max(attempts - 1, 0)
+                 WHERE id = ?1 AND state = 'in_flight'",
+            )
+            .and_then(|mut s| s.execute(params![id, detail]))
+            .during(&self.label, "put a queue entry back")?;
+        Ok(n == 1)
+    }
+
     /// Finishes an entry, queued or in flight, as `done` (with how the update ended) or
     /// `dropped` (with why). `false` when it was already finished: the first end stands.
     pub fn finish_queued(

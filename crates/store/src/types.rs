@@ -6,6 +6,7 @@ use std::fmt;
 use jiff::Timestamp;
 use safe_updater_core::asset::{Asset, AssetKind};
 use safe_updater_core::audit::{AuditRecord, ChainHead};
+pub use safe_updater_core::lease::Owner;
 use serde::{Deserialize, Serialize};
 
 /// Which assets [`crate::Store::list_assets`] returns. Every field left `None` matches all.
@@ -95,6 +96,48 @@ impl Verdict {
     }
 }
 
+/// What recorded an operator's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalOrigin {
+    /// The answer to a pending review: the first verdict stands.
+    #[default]
+    Review,
+    /// `skip`: a version rejected outright.
+    Skip,
+    /// `rollback`: the version an operator rolled the asset away from.
+    Rollback,
+    /// `update --to`: the operator named the version.
+    Update,
+}
+
+impl ApprovalOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalOrigin::Review => "review",
+            ApprovalOrigin::Skip => "skip",
+            ApprovalOrigin::Rollback => "rollback",
+            ApprovalOrigin::Update => "update",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ApprovalOrigin> {
+        Some(match s {
+            "review" => ApprovalOrigin::Review,
+            "skip" => ApprovalOrigin::Skip,
+            "rollback" => ApprovalOrigin::Rollback,
+            "update" => ApprovalOrigin::Update,
+            _ => return None,
+        })
+    }
+
+    /// Whether an operator's explicit approval may lift a rejection of this origin (a review's
+    /// answer stands: two operators answering at once must not overrule each other).
+    pub fn may_be_lifted(self) -> bool {
+        matches!(self, ApprovalOrigin::Skip | ApprovalOrigin::Rollback)
+    }
+}
+
 /// An operator's verdict on a candidate version of an asset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {
@@ -105,6 +148,9 @@ pub struct Approval {
     pub operator: String,
     pub reason: Option<String>,
     pub at: Timestamp,
+    /// What recorded it (dumps of earlier releases: `review`).
+    #[serde(default)]
+    pub origin: ApprovalOrigin,
 }
 
 /// The id of an update attempt. Never reused.
@@ -227,6 +273,13 @@ pub struct UpdateRecord {
     pub started_at: Timestamp,
     pub finished_by: Option<String>,
     pub finished_at: Option<Timestamp>,
+    /// The process that owns the update while it is in progress (kept afterwards: who ran
+    /// it last). `None` for updates of releases that did not record owners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+    /// Until when the owner's lease holds; renewed while it works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<Timestamp>,
 }
 
 /// The format of an audit export.

@@ -37,7 +37,8 @@ fn crash_child() {
         if n % 4 == 3 {
             let id = store
                 .begin_update(&UpdateStart {
-                    asset_id: format!("asset-{}", n % 13),
+                    // One asset per update: an asset has at most one update in progress.
+                    asset_id: format!("asset-{}-{n}", std::process::id()),
                     from_ref: "app:1".into(),
                     to_ref: format!("app:{n}"),
                     snapshot: json!({"n": n, "spec": {"image": "app:1"}}),

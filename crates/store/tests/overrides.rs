@@ -171,6 +171,7 @@ fn pending_reviews_are_the_latest_undecided_review_decisions() {
         operator: "cli:alice".into(),
         reason: Some("breaks the schema".into()),
         at: at(5),
+        origin: Default::default(),
     })
     .expect("reject");
     s.record_decision(&decision("docker/local/api", "1.1.0", "pending_review", 6))
@@ -216,6 +217,7 @@ fn the_first_verdict_wins_and_a_second_is_not_written() {
         operator: "cli:alice".into(),
         reason: None,
         at: at(1),
+        origin: Default::default(),
     };
     assert_eq!(
         s.record_approval_if_undecided(&approve).expect("first"),

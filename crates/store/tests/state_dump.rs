@@ -54,6 +54,7 @@ fn populated() -> Store {
         operator: "cli:alice".into(),
         reason: Some("change CHG-1".into()),
         at: at(3),
+        origin: Default::default(),
     })
     .expect("approval");
     let start = |to: &str, n| UpdateStart {

@@ -342,6 +342,7 @@ fn approvals_round_trip_and_the_latest_counts() {
         operator: "cli:alice".into(),
         reason: None,
         at: at(10),
+        origin: Default::default(),
     };
     let reject = Approval {
         verdict: Verdict::Rejected,
@@ -584,6 +585,7 @@ fn stats_count_everything() {
         operator: "cli:alice".into(),
         reason: None,
         at: at(5),
+        origin: Default::default(),
     })
     .expect("approval");
 

@@ -63,7 +63,7 @@ func DockerArgs(pod *corev1.Pod, container string, cmd []string, name string, st
 	if c == nil {
 		return nil, fmt.Errorf("container %q not found in pod %s/%s", container, pod.Namespace, pod.Name)
 	}
-	args := []string{"run", "--rm", "--name", name, "--network", "none", "--pull", "missing"}
+	args := []string{"run", "--rm", "--name", name, "--network", "none", "--pull", "missing", "--quiet"}
 	if stdin {
 		args = append(args, "-i")
 	}

@@ -22,7 +22,7 @@ func TestDockerArgsRunTheImageWithTheCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"run", "--rm", "--name", "x", "--network", "none", "--pull", "missing",
+	want := []string{"run", "--rm", "--name", "x", "--network", "none", "--pull", "missing", "--quiet",
 		"-e", "PORT=8080", "--entrypoint", "sh", "127.0.0.1:5001/demo/web:1.1.0", "-c", "echo $APP_VERSION"}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %q\nwant %q", got, want)
@@ -32,7 +32,7 @@ func TestDockerArgsRunTheImageWithTheCommand(t *testing.T) {
 func TestDockerArgsStdinAndErrors(t *testing.T) {
 	p := execPod()
 	got, err := DockerArgs(p, p.Spec.Containers[0].Name, []string{"cat"}, "x", true)
-	if err != nil || got[8] != "-i" {
+	if err != nil || got[9] != "-i" {
 		t.Fatalf("stdin: %q %v", got, err)
 	}
 	if _, err := DockerArgs(p, "nope", []string{"true"}, "x", false); err == nil {
