@@ -87,7 +87,7 @@ pub struct QueueArgs {
 
 /// Opens a store that must already exist: there is nothing to approve in a new one.
 fn open_existing(global: &GlobalArgs) -> anyhow::Result<(Store, PathBuf)> {
-    let cfg = load_config(global.config.as_deref())?;
+    let cfg = load_config(global)?;
     let path = state_path(global, &cfg);
     if !path.exists() {
         return Err(Reported(format!(

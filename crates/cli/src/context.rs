@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use safe_updater_core::config::{self, Config};
+use safe_updater_core::scope::Scope;
 
 use crate::GlobalArgs;
 use crate::output::Reported;
@@ -17,8 +18,23 @@ pub fn env_pairs() -> Vec<(String, String)> {
         .collect()
 }
 
+/// The configuration a command runs with: `--config` (or the built-in defaults), environment
+/// overrides, and `--scope` (or `SAFE_UPDATER_SCOPE`) over the file's `scope`.
+pub fn load_config(global: &GlobalArgs) -> anyhow::Result<Config> {
+    load_config_with(global.config.as_deref(), global.scope.as_deref())
+}
+
+/// [`load_config`] from its parts (the daemon's loader keeps them for each reload).
+pub fn load_config_with(path: Option<&Path>, scope: Option<&str>) -> anyhow::Result<Config> {
+    let mut cfg = load_file(path)?;
+    if let Some(s) = scope {
+        cfg.scope = Scope::from_setting(Some(s));
+    }
+    Ok(cfg)
+}
+
 /// Loads `path` (or the built-in defaults when none is given) with environment overrides.
-pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+fn load_file(path: Option<&Path>) -> anyhow::Result<Config> {
     let env = env_pairs();
     let Some(path) = path else {
         return config::load("built-in defaults", "", &env)

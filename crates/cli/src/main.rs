@@ -53,6 +53,11 @@ pub struct GlobalArgs {
     /// $XDG_STATE_HOME/safe-updater/state.db (~/.local/state/safe-updater/state.db).
     #[arg(long, global = true, env = "SAFE_UPDATER_STATE", value_name = "PATH")]
     pub state: Option<std::path::PathBuf>,
+    /// Manage only the assets of this scope (their label `safe-updater.io/scope` or
+    /// `com.centurylinklabs.watchtower.scope`); without one, only assets without a scope.
+    /// Overrides the config's `scope`.
+    #[arg(long, global = true, env = "SAFE_UPDATER_SCOPE", value_name = "SCOPE")]
+    pub scope: Option<String>,
     /// Output format: `table` for people, `json` for scripts.
     #[arg(long, short = 'o', global = true, env = "SAFE_UPDATER_OUTPUT", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,

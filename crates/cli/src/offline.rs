@@ -235,7 +235,7 @@ fn parse_time(s: &str, what: &str) -> anyhow::Result<Timestamp> {
 }
 
 pub fn evaluate(global: &GlobalArgs, args: &EvaluateArgs) -> anyhow::Result<ExitCode> {
-    let cfg = load_config(global.config.as_deref())?;
+    let cfg = load_config(global)?;
     let kind = AssetKind::parse(&args.kind).ok_or_else(|| {
         Reported(format!(
             "--kind {:?} is not a kind; use one of {}",

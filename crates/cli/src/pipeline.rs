@@ -8,6 +8,8 @@ use anyhow::Context;
 use clap::Args;
 use jiff::Timestamp;
 use safe_updater_core::asset::{Asset, AssetKind};
+use safe_updater_core::policy::AssetView;
+use safe_updater_core::scope::Selection;
 use safe_updater_engine::kube_apply::is_kube_asset_id;
 use safe_updater_engine::{
     ApplyStatus, KubeOverrides, KubeSession, engine_specs, registry_client_config, scan,
@@ -52,7 +54,7 @@ struct Session {
 impl Session {
     /// `existing`: the state database must already exist (commands that read what `scan` stored).
     fn open(global: &GlobalArgs, existing: bool) -> anyhow::Result<Session> {
-        let cfg = load_config(global.config.as_deref())?;
+        let cfg = load_config(global)?;
         let env = env_pairs();
         let specs = engine_specs(&cfg.docker, &env).map_err(|e| Reported(e.to_string()))?;
         let path = state_path(global, &cfg);
@@ -207,6 +209,27 @@ impl KubeArgs {
     }
 }
 
+/// `--name`, `--label`: narrow a command to some assets of this instance's scope.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SelectArgs {
+    /// Only assets with this name (a glob: `web-*`; repeat, or separate with commas): the
+    /// container name, or the workload or release name.
+    #[arg(long = "name", value_name = "GLOB", value_delimiter = ',')]
+    pub names: Vec<String>,
+    /// Only assets with this label (or annotation): `key=value`, `key!=value`, `key` (set),
+    /// `!key` (not set). Repeat for several; all must match.
+    #[arg(long = "label", value_name = "SELECTOR")]
+    pub labels: Vec<String>,
+}
+
+impl SelectArgs {
+    /// The configured scope, narrowed by these flags.
+    fn selection(&self, cfg: &safe_updater_core::config::Config) -> anyhow::Result<Selection> {
+        Selection::new(cfg.scope.clone(), &self.names, &self.labels)
+            .map_err(|e| Reported(e).into())
+    }
+}
+
 /// The contexts of the Kubernetes assets among `ids` (as stored).
 fn contexts_of(store: &Store, ids: &[&str]) -> anyhow::Result<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
@@ -227,6 +250,8 @@ pub struct ScanArgs {
     pub include_stopped: bool,
     #[command(flatten)]
     pub filter: KubeArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
 }
 
 /// `scan --output json`: Docker's report as before, with `kubernetes` beside it when
@@ -268,8 +293,16 @@ pub fn run_scan(global: &GlobalArgs, args: &ScanArgs) -> anyhow::Result<ExitCode
     }
     let now = Timestamp::now();
     let include_stopped = args.include_stopped || cfg.docker.include_stopped;
+    let selection = args.select.selection(&cfg)?;
     let report = if docker {
-        rt.block_on(scan(&mut store, &engines, include_stopped, now, &actor()))?
+        rt.block_on(scan(
+            &mut store,
+            &engines,
+            include_stopped,
+            &selection,
+            now,
+            &actor(),
+        ))?
     } else {
         safe_updater_engine::ScanReport {
             engines: Vec::new(),
@@ -281,6 +314,7 @@ pub fn run_scan(global: &GlobalArgs, args: &ScanArgs) -> anyhow::Result<ExitCode
         Some(k) => Some(rt.block_on(safe_updater_engine::kube::scan_session(
             &mut store,
             k,
+            &selection,
             now,
             &actor(),
         ))?),
@@ -355,6 +389,8 @@ pub fn run_scan(global: &GlobalArgs, args: &ScanArgs) -> anyhow::Result<ExitCode
 pub struct CheckArgs {
     #[command(flatten)]
     pub filter: KubeArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
 }
 
 /// Docker's check and (when in this run) Kubernetes', as one report.
@@ -366,11 +402,12 @@ fn check_all(
     client: &RegistryClient,
     kube: Option<&KubeSession>,
     filter: &KubeArgs,
+    selection: &Selection,
     now: Timestamp,
     cid: &str,
 ) -> anyhow::Result<safe_updater_engine::CheckReport> {
     let who = actor();
-    let wanted = |a: &Asset| filter.selects(a);
+    let wanted = |a: &Asset| filter.selects(a) && selection.selects(&AssetView::from(a));
     let docker = rt.block_on(async {
         let cycle = Cycle::new(client.clone());
         safe_updater_engine::check_some(cfg, store, &cycle, now, &who, cid, &wanted).await
@@ -397,6 +434,7 @@ pub fn run_check(global: &GlobalArgs, args: &CheckArgs) -> anyhow::Result<ExitCo
     if global.output == OutputFormat::Table {
         eprintln!("checking tracked assets against their registries...");
     }
+    let selection = args.select.selection(&cfg)?;
     let report = check_all(
         &rt,
         &cfg,
@@ -404,6 +442,7 @@ pub fn run_check(global: &GlobalArgs, args: &CheckArgs) -> anyhow::Result<ExitCo
         &client,
         kube.as_ref(),
         &args.filter,
+        &selection,
         now,
         &cid,
     )?;
@@ -540,9 +579,11 @@ pub struct RunArgs {
     /// Run one cycle and exit (`safe-updater watch` runs cycles on a schedule).
     #[arg(long, required = true)]
     pub once: bool,
+    #[command(flatten)]
+    pub select: SelectArgs,
 }
 
-pub fn run_cycle(global: &GlobalArgs, _args: &RunArgs) -> anyhow::Result<ExitCode> {
+pub fn run_cycle(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let session = Session::open(global, false)?;
     let client = session.registry_client()?;
     let Session {
@@ -555,6 +596,7 @@ pub fn run_cycle(global: &GlobalArgs, _args: &RunArgs) -> anyhow::Result<ExitCod
     let now = Timestamp::now();
     let cid = correlation_id(now);
     let table = global.output == OutputFormat::Table;
+    let selection = args.select.selection(&cfg)?;
     if table {
         eprintln!(
             "one cycle: recover, scan, check, apply, verify (health window {})...",
@@ -568,7 +610,7 @@ pub fn run_cycle(global: &GlobalArgs, _args: &RunArgs) -> anyhow::Result<ExitCod
         let auth = pull_auth_map(&client, &store).await?;
         let cycle = Cycle::new(client.clone());
         safe_updater_engine::run_once(
-            &cfg, &mut store, &cycle, &specs, &auth, now, &actor(), &cid, &stop,
+            &cfg, &mut store, &cycle, &specs, &auth, now, &actor(), &cid, &selection, &stop,
         )
         .await
         .map_err(anyhow::Error::from)
@@ -705,6 +747,8 @@ pub struct UpdateArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub filter: KubeArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
 }
 
 pub fn run_update(global: &GlobalArgs, args: &UpdateArgs) -> anyhow::Result<ExitCode> {
@@ -730,6 +774,7 @@ pub fn run_update(global: &GlobalArgs, args: &UpdateArgs) -> anyhow::Result<Exit
     if let (Some(asset), Some(to)) = (&args.asset, &args.to) {
         plan.push((asset.clone(), to.clone()));
     } else {
+        let selection = args.select.selection(&cfg)?;
         let report = check_all(
             &rt,
             &cfg,
@@ -737,6 +782,7 @@ pub fn run_update(global: &GlobalArgs, args: &UpdateArgs) -> anyhow::Result<Exit
             &client,
             kube.as_ref(),
             &args.filter,
+            &selection,
             now,
             &cid,
         )?;

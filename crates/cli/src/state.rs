@@ -21,7 +21,7 @@ use crate::pipeline::actor;
 /// Opens a store that must already exist: a read command never creates an empty one and then
 /// reports that nothing is there.
 fn open_existing(global: &GlobalArgs) -> anyhow::Result<(Store, PathBuf)> {
-    let cfg = load_config(global.config.as_deref())?;
+    let cfg = load_config(global)?;
     let path = state_path(global, &cfg);
     if !path.exists() {
         return Err(Reported(format!(
@@ -530,7 +530,7 @@ pub fn state(global: &GlobalArgs, cmd: &StateCommand) -> anyhow::Result<ExitCode
             let dump: StateDump = serde_json::from_str(&text).with_context(|| {
                 format!("{} is not a safe-updater state export", file.display())
             })?;
-            let cfg = load_config(global.config.as_deref())?;
+            let cfg = load_config(global)?;
             let path = state_path(global, &cfg);
             let existed = path.exists();
             let imported = Store::open(&path)

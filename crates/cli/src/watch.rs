@@ -8,13 +8,13 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::GlobalArgs;
-use crate::context::{env_pairs, load_config, state_path};
+use crate::context::{env_pairs, load_config, load_config_with, state_path};
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {}
 
 pub fn watch(global: &GlobalArgs, _args: &WatchArgs) -> anyhow::Result<ExitCode> {
-    let cfg = load_config(global.config.as_deref())?;
+    let cfg = load_config(global)?;
     let path = state_path(global, &cfg);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
@@ -22,8 +22,10 @@ pub fn watch(global: &GlobalArgs, _args: &WatchArgs) -> anyhow::Result<ExitCode>
     }
     let config_path = global.config.clone();
     let loader_path = config_path.clone();
-    let loader: safe_updater_daemon::ConfigLoader =
-        Arc::new(move || load_config(loader_path.as_deref()).map_err(|e| format!("{e:#}")));
+    let scope = global.scope.clone();
+    let loader: safe_updater_daemon::ConfigLoader = Arc::new(move || {
+        load_config_with(loader_path.as_deref(), scope.as_deref()).map_err(|e| format!("{e:#}"))
+    });
     let options = safe_updater_daemon::DaemonOptions {
         loader,
         config_path,

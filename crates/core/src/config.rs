@@ -28,6 +28,7 @@ use crate::policy::{
     CronWindow, Gate, GateClass, Layer, Matcher, OnFailure, Policy, Setting, VariantMatch, Window,
     glob_regex, parse_duration, parse_versioning,
 };
+use crate::scope::Scope;
 
 /// The commented default configuration printed by `generate-config`.
 pub const TEMPLATE: &str = include_str!("default-config.yaml");
@@ -52,6 +53,8 @@ pub struct Config {
     pub server: ServerSettings,
     pub notifications: NotificationsConfig,
     pub audit: AuditConfig,
+    /// What this instance manages (`scope`): see [`crate::scope`].
+    pub scope: Scope,
 }
 
 /// How `safe-updater watch` runs cycles.
@@ -150,9 +153,6 @@ pub struct HealthConfig {
     pub failure_threshold: u32,
     /// Remove the previous image once the update has succeeded.
     pub remove_old_image: bool,
-    /// Updates attempted per asset and cycle before giving up (a rollback counts as one); the
-    /// cap that keeps a bad release from looping.
-    pub max_attempts: u32,
 }
 
 impl Default for HealthConfig {
@@ -162,7 +162,6 @@ impl Default for HealthConfig {
             interval: std::time::Duration::from_secs(5),
             failure_threshold: 3,
             remove_old_image: false,
-            max_attempts: 1,
         }
     }
 }
@@ -418,6 +417,7 @@ impl fmt::Display for ConfigError {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     version: Option<u32>,
+    scope: Option<String>,
     state: Option<RawState>,
     policy: Option<RawPolicy>,
     #[serde(default)]
@@ -512,7 +512,8 @@ struct RawHealth {
     interval: Option<String>,
     failure_threshold: Option<u32>,
     remove_old_image: Option<bool>,
-    max_attempts: Option<u32>,
+    /// Removed: refused with a message that says why (see `compile_health`).
+    max_attempts: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     checks: Vec<RawCheck>,
 }
@@ -520,7 +521,8 @@ struct RawHealth {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCheck {
-    name: Option<String>,
+    /// Removed: refused with a message that says why (see `compile_checks`).
+    name: Option<serde::de::IgnoredAny>,
     #[serde(rename = "match", default)]
     matcher: RawMatch,
     http: Option<RawHttp>,
@@ -1313,6 +1315,7 @@ pub fn load(source: &str, text: &str, env: &[(String, String)]) -> Result<Config
         server,
         notifications,
         audit,
+        scope: Scope::from_setting(raw.scope.as_deref()),
         state_path: raw
             .state
             .as_ref()
@@ -1462,11 +1465,14 @@ fn compile_checks(
         } else {
             continue;
         };
-        out.push(CheckRule {
-            name: present(&c.name).map_or_else(|| base.clone(), str::to_owned),
-            matcher,
-            check,
-        });
+        if c.name.is_some() {
+            problems.push(loc.problem(
+                &format!("{base}.name"),
+                "is no longer a setting: it was never shown anywhere (checks are named by what \
+                 they probe, e.g. `http GET <url>`). Delete it, or make it a YAML comment",
+            ));
+        }
+        out.push(CheckRule { matcher, check });
     }
     out
 }
@@ -1880,11 +1886,15 @@ fn compile_health(
         }
         out.failure_threshold = n.max(1);
     }
-    if let Some(n) = raw.max_attempts {
-        if n == 0 {
-            problems.push(loc.problem("health.max_attempts", "must be at least 1"));
-        }
-        out.max_attempts = n.max(1);
+    if raw.max_attempts.is_some() {
+        // It was accepted and never read; a setting that does nothing must not look as if
+        // it did something.
+        problems.push(loc.problem(
+            "health.max_attempts",
+            "is no longer a setting: it never had an effect. Updates cannot loop anyway: a \
+             version that fails is never tried again, and an update interrupted three times is \
+             given up. Delete this line",
+        ));
     }
     out.remove_old_image = raw.remove_old_image.unwrap_or(false);
     out
@@ -2157,6 +2167,7 @@ const NOTIFICATIONS: Shape = Shape::Map(&[
 const AUDIT: Shape = Shape::Map(&[("retention", &SCALAR)]);
 const ROOT: Shape = Shape::Map(&[
     ("version", &SCALAR),
+    ("scope", &SCALAR),
     ("state", &STATE),
     ("policy", &POLICY),
     ("namespaces", &NAMESPACES),
@@ -2373,12 +2384,32 @@ policy:
     }
 
     #[test]
+    fn settings_that_never_had_an_effect_are_refused_saying_why() {
+        let text = "health:\n  max_attempts: 2\n  checks:\n    - name: web\n      tcp: { port: 80 }\n";
+        let err = load("c.yaml", text, &[]).expect_err("refused");
+        let problems: Vec<String> = err.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(
+            problems[0].contains("health.max_attempts")
+                && problems[0].contains("never had an effect"),
+            "{problems:#?}"
+        );
+        assert!(
+            problems[1].contains("health.checks[0].name") && problems[1].contains("comment"),
+            "{problems:#?}"
+        );
+        // The commented configuration holds only settings that do something.
+        let generated = TEMPLATE;
+        assert!(!generated.contains("max_attempts"), "{generated}");
+        load("default.yaml", generated, &[]).expect("the generated config loads");
+    }
+
+    #[test]
     fn health_checks_compile_with_their_matchers() {
         let text = r#"
 health:
   checks:
-    - name: web
-      match: { name: "web-*" }
+    - match: { name: "web-*" }
       http:
         url: "https://{container_ip}:8443/health"
         method: head
@@ -2394,8 +2425,13 @@ health:
 "#;
         let cfg = load("c.yaml", text, &[]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cfg.health_checks.len(), 3);
-        assert_eq!(cfg.health_checks[0].name, "web");
-        assert_eq!(cfg.health_checks[1].name, "health.checks[1]");
+        assert!(
+            cfg.health_checks[0]
+                .matcher
+                .name
+                .as_ref()
+                .is_some_and(|n| n.is_match("web-1"))
+        );
         let CheckSpec::Http(h) = &cfg.health_checks[0].check else {
             panic!("expected http")
         };

@@ -100,8 +100,6 @@ pub struct ExecSpec {
 /// A configured check and the resources it applies to.
 #[derive(Debug, Clone)]
 pub struct CheckRule {
-    /// `health.checks[i]` or the entry's `name`, for messages.
-    pub name: String,
     pub matcher: Matcher,
     pub check: CheckSpec,
 }
@@ -282,7 +280,6 @@ mod tests {
     #[test]
     fn rules_apply_by_matcher_then_labels_without_duplicates() {
         let web = CheckRule {
-            name: "web".into(),
             matcher: Matcher {
                 name: Some(crate::policy::glob_regex("web-*").expect("glob")),
                 ..Matcher::default()
@@ -290,7 +287,6 @@ mod tests {
             check: CheckSpec::Http(HttpSpec::get("http://{container_ip}/health")),
         };
         let all = CheckRule {
-            name: "all".into(),
             matcher: Matcher::default(),
             check: CheckSpec::Tcp(TcpSpec {
                 host: "{container_ip}".into(),

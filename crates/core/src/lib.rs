@@ -14,5 +14,6 @@ pub mod health;
 pub mod lease;
 pub mod policy;
 pub mod reference;
+pub mod scope;
 pub mod semver;
 pub mod tag;

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use safe_updater_core::asset::{Asset, AssetKind};
 use safe_updater_core::config;
+use safe_updater_core::scope::SCOPE_LABEL;
 use safe_updater_store::Store;
 
 const ASSETS: usize = 10_000;
@@ -104,7 +105,10 @@ fn main() {
                 container: None,
                 image: format!("{registry}/demo/web:1.0.{}", i % 2),
                 digest: None,
-                labels: BTreeMap::from([("app".to_owned(), format!("app-{}", i % 100))]),
+                labels: BTreeMap::from([
+                    ("app".to_owned(), format!("app-{}", i % 100)),
+                    (SCOPE_LABEL.to_owned(), BENCH_SCOPE.to_owned()),
+                ]),
                 annotations: BTreeMap::new(),
                 first_seen: now,
                 last_seen: now,
@@ -228,11 +232,16 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The bench's own scope: the daemon it runs manages its synthetic assets and nothing else
+/// the engine runs.
+const BENCH_SCOPE: &str = "safe-updater-bench-memory";
+
 fn config_text(port: u16) -> String {
     let host =
         std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
     format!(
         "docker:\n  engines:\n    - {{ name: local, host: \"{host}\" }}\n\
+         scope: {BENCH_SCOPE}\n\
          daemon: {{ interval: 4s }}\nserver: {{ listen: \"127.0.0.1:{port}\" }}\n\
          policy: {{ enabled: false }}\n\
          resources:\n  - match: {{ name: \"app-*\" }}\n    policy: {{ enabled: true }}\n"

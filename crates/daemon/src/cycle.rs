@@ -14,7 +14,8 @@ use jiff::Timestamp;
 use safe_updater_core::asset::{Asset, AssetKind};
 use safe_updater_core::config::Config;
 use safe_updater_core::decide::Verdict;
-use safe_updater_core::policy::{KEY_PREFIX, parse_duration};
+use safe_updater_core::policy::{AssetView, KEY_PREFIX, parse_duration};
+use safe_updater_core::scope::Selection;
 use safe_updater_core::reference::ImageRef;
 use safe_updater_docker::update::RegistryAuth;
 use safe_updater_docker::{ConnectOptions, Engine, EngineSpec};
@@ -140,10 +141,17 @@ async fn run_inner(
     report_recoveries(shared, &store, &recovered);
 
     let scan_started = Instant::now();
-    let scan =
-        safe_updater_engine::scan(&mut store, &specs, cfg.docker.include_stopped, now, actor)
-            .await
-            .map_err(|e| e.to_string())?;
+    let selection = Selection::scoped(cfg.scope.clone());
+    let scan = safe_updater_engine::scan(
+        &mut store,
+        &specs,
+        cfg.docker.include_stopped,
+        &selection,
+        now,
+        actor,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     shared
         .metrics
         .scan_finished("docker", scan_started.elapsed(), scan.failed_engines() == 0);
@@ -161,8 +169,10 @@ async fn run_inner(
     // Held through the check: cycles are the only users, and a copy would be as large as the
     // inventory.
     let mut last = shared.last_checked.lock().await;
-    let wanted =
-        |a: &Asset| -> bool { open.contains_key(&a.id) || in_scope(&scope, &last, a, now) };
+    let wanted = |a: &Asset| -> bool {
+        selection.selects(&AssetView::from(a))
+            && (open.contains_key(&a.id) || in_scope(&scope, &last, a, now))
+    };
     let cycle = Cycle::new(client.clone());
     let mut tally = Tally::new(&scope, &open, cid);
     safe_updater_engine::check_each(

@@ -16,16 +16,20 @@ use futures_util::future::join_all;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use safe_updater_core::asset::Asset;
+use safe_updater_core::scope::{Scope, scope_in};
 
 use crate::engine::{ConnectOptions, Engine, EngineSpec, validate_name};
 use crate::error::{DockerError, Step};
 use crate::mapping::container_asset;
 
 /// What to discover and how hard to push the engines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiscoverOptions {
     /// Also stopped (created, exited, dead) containers, as `docker ps --all`.
     pub include_stopped: bool,
+    /// Only the containers of this scope (their labels, as the listing gives them, decide
+    /// before anything is inspected): other instances' containers are never looked at.
+    pub scope: Scope,
     /// Timeouts of the connection to each engine.
     pub connect: ConnectOptions,
     /// How many inspect requests may be in flight at once on one engine (at least 1).
@@ -36,6 +40,7 @@ impl Default for DiscoverOptions {
     fn default() -> Self {
         DiscoverOptions {
             include_stopped: false,
+            scope: Scope::Unscoped,
             connect: ConnectOptions::default(),
             concurrency: 8,
         }
@@ -60,6 +65,7 @@ pub async fn discover(
     now: Timestamp,
 ) -> Vec<EngineScan> {
     let mut seen = HashSet::new();
+    let opts = &opts;
     let scans = engines.iter().map(|spec| {
         let duplicate = !seen.insert(spec.name.as_str());
         async move {
@@ -69,7 +75,7 @@ pub async fn discover(
                     reason: "another engine of the same scan has this name".to_owned(),
                 })
             } else {
-                scan_engine(spec, &opts, now).await
+                scan_engine(spec, opts, now).await
             };
             match &result {
                 Ok(assets) => tracing::info!(engine = %spec.name, containers = assets.len(), "scanned Docker engine"),
@@ -115,6 +121,12 @@ impl Engine {
 
         let targets: Vec<(String, Option<String>)> = listed
             .into_iter()
+            .filter(|summary| {
+                let labels = summary.labels.as_ref();
+                opts.scope.admits_scope(scope_in(|k| {
+                    labels.and_then(|l| l.get(k)).map(String::as_str)
+                }))
+            })
             .filter_map(|summary| summary.id.map(|id| (id, summary.status)))
             .collect();
         let containers: Vec<(Option<String>, ContainerInspectResponse)> = stream::iter(targets)

@@ -27,6 +27,7 @@ use futures_util::stream::{self, StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use safe_updater_core::config::Config;
 use safe_updater_core::reference::ImageRef;
+use safe_updater_core::scope::{Scope, Selection, WATCHTOWER_SCOPE_LABEL};
 use safe_updater_docker::bollard::Docker;
 use safe_updater_docker::bollard::models::ContainerCreateBody;
 use safe_updater_docker::bollard::query_parameters::{
@@ -215,7 +216,10 @@ async fn create_containers(docker: &Docker, reg: &str, prefix: &str, from: usize
                         }),
                         ContainerCreateBody {
                             image: Some(image),
-                            labels: Some(HashMap::from([(LABEL.to_owned(), "1".to_owned())])),
+                            labels: Some(HashMap::from([
+                                (LABEL.to_owned(), "1".to_owned()),
+                                (WATCHTOWER_SCOPE_LABEL.to_owned(), LABEL.to_owned()),
+                            ])),
                             ..Default::default()
                         },
                     )
@@ -249,9 +253,12 @@ fn vm_hwm_kib() -> u64 {
 /// The Docker API calls `scan` makes, without mapping or storing: list all, inspect each
 /// container, inspect each distinct image, `concurrency` requests at a time.
 async fn bare_listing(docker: &Docker, concurrency: usize) -> usize {
+    // The bench's containers only, as the scan in its scope sees them: other containers on
+    // the engine are neither the scan's work nor this baseline's.
     let listed = docker
         .list_containers(Some(ListContainersOptions {
             all: true,
+            filters: Some(label_filter()),
             ..Default::default()
         }))
         .await
@@ -305,6 +312,7 @@ async fn bench_check(
         engines,
         DiscoverOptions {
             include_stopped: true,
+            scope: Scope::Named(LABEL.to_owned()),
             ..Default::default()
         },
         now,
@@ -419,7 +427,8 @@ async fn bench_scan(docker: &Docker, engines: &[EngineSpec]) -> ScanFigures {
     for n in 0..SCAN_RUNS {
         let mut store = Store::open_in_memory().expect("in-memory store");
         let started = Instant::now();
-        let report = scan(&mut store, engines, true, Timestamp::now(), "bench")
+        let selection = Selection::scoped(Scope::Named(LABEL.to_owned()));
+        let report = scan(&mut store, engines, true, &selection, Timestamp::now(), "bench")
             .await
             .expect("scan");
         scans.push(started.elapsed());

@@ -10,6 +10,8 @@
 use jiff::Timestamp;
 use safe_updater_core::asset::{Asset, AssetKind};
 use safe_updater_core::audit::AuditEvent;
+use safe_updater_core::policy::AssetView;
+use safe_updater_core::scope::Selection;
 use safe_updater_kube::discover::{self, CrdFact};
 use safe_updater_kube::helm_release::HelmRelease;
 use safe_updater_kube::{DiscoveryFilter, KubeTarget};
@@ -58,7 +60,17 @@ pub async fn scan_kube(
     now: Timestamp,
     actor: &str,
 ) -> Result<KubeScanReport, EngineError> {
-    scan_kube_with(store, targets, filter, &|_| None, now, actor).await
+    // Unscoped: what an instance without a scope manages.
+    scan_kube_with(
+        store,
+        targets,
+        filter,
+        &Selection::default(),
+        &|_| None,
+        now,
+        actor,
+    )
+    .await
 }
 
 /// Discovers every context of a session and stores what was found; release assets name the
@@ -66,6 +78,7 @@ pub async fn scan_kube(
 pub async fn scan_session(
     store: &mut Store,
     session: &crate::KubeSession,
+    selection: &Selection,
     now: Timestamp,
     actor: &str,
 ) -> Result<KubeScanReport, EngineError> {
@@ -78,6 +91,7 @@ pub async fn scan_session(
         store,
         &session.targets,
         &session.filter,
+        selection,
         &repo_of,
         now,
         actor,
@@ -91,6 +105,7 @@ pub async fn scan_kube_with(
     store: &mut Store,
     targets: &[KubeTarget],
     filter: &DiscoveryFilter,
+    selection: &Selection,
     repo_of: &(dyn Fn(&HelmRelease) -> Option<String> + Sync),
     now: Timestamp,
     actor: &str,
@@ -113,6 +128,10 @@ pub async fn scan_kube_with(
                 });
             }
             Ok(mut report) => {
+                // Out of scope (another instance's) or not selected: never stored.
+                report
+                    .assets
+                    .retain(|a| selection.selects(&AssetView::from(a)));
                 for release in &report.releases {
                     let Some(repo) = repo_of(release) else {
                         continue;
@@ -146,7 +165,17 @@ pub async fn scan_kube_with(
                             ..Default::default()
                         })?
                         .into_iter()
-                        .filter(|a| !filter.namespace_allowed(a.namespace.as_deref().unwrap_or("")))
+                        .filter(|a| {
+                            let view = AssetView::from(a);
+                            !filter.namespace_allowed(a.namespace.as_deref().unwrap_or(""))
+                                // A scan narrowed by name or label did not look at the others
+                                // of its scope.
+                                || (selection.narrows()
+                                    && !selection.selects(&view)
+                                    && selection
+                                        .scope
+                                        .admits(&a.labels, &a.annotations))
+                        })
                         .collect();
                     let mut keep = found;
                     keep.extend(outside);

@@ -1173,7 +1173,14 @@ pub async fn run_kube_observed(
     observe: &mut (dyn FnMut(KubeApplied<'_>) + Send),
 ) -> Result<KubeRunReport, EngineError> {
     let recovered = recover_kube(config, store, session, actor).await?;
-    let scan = crate::kube::scan_session(store, session, now, actor).await?;
+    let scan = crate::kube::scan_session(
+        store,
+        session,
+        &safe_updater_core::scope::Selection::scoped(config.scope.clone()),
+        now,
+        actor,
+    )
+    .await?;
     let check =
         crate::kube_check::check_kube(config, store, session, now, actor, correlation_id, &|_| {
             true

@@ -15,7 +15,9 @@ use serde::Serialize;
 
 use crate::apply::{ApplyOutcome, ApplySettings, Recovery, apply, recover};
 use crate::stop::Stop;
-use crate::{CheckReport, EngineError, ScanReport, check, scan};
+use safe_updater_core::policy::AssetView;
+use safe_updater_core::scope::Selection;
+use crate::{CheckReport, EngineError, ScanReport, scan};
 
 /// Watchtower's dependency label: container names this one depends on, comma-separated.
 pub const WATCHTOWER_DEPENDS_ON: &str = "com.centurylinklabs.watchtower.depends-on";
@@ -170,8 +172,8 @@ fn order_by_edges(n: usize, edges: &[(usize, usize)]) -> Vec<usize> {
     order
 }
 
-/// One cycle. `auth` holds the pull credentials per registry host. A `stop` lets the update
-/// in flight end safely (see [`apply`]) and starts no other.
+/// One cycle over what `selection` takes. `auth` holds the pull credentials per registry
+/// host. A `stop` lets the update in flight end safely (see [`apply`]) and starts no other.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_once<R: RegistryApi>(
     config: &Config,
@@ -182,12 +184,36 @@ pub async fn run_once<R: RegistryApi>(
     now: Timestamp,
     actor: &str,
     correlation_id: &str,
+    selection: &Selection,
     stop: &Stop,
 ) -> Result<RunReport, EngineError> {
     let engines = connect_all(specs).await;
-    let recovered = recover(store, &engines, actor, &|_| true).await?;
-    let scan_report = scan(store, specs, config.docker.include_stopped, now, actor).await?;
-    let check_report = check(config, store, cycle, now, actor, correlation_id).await?;
+    let recovered = if selection.narrows() {
+        // Only the selected assets' interrupted updates; the asset must still be known to
+        // be judged.
+        let selected: std::collections::HashSet<String> = store
+            .unfinished_updates()?
+            .into_iter()
+            .filter_map(|u| store.get_asset(&u.asset_id).ok().flatten())
+            .filter(|a| selection.selects(&AssetView::from(a)))
+            .map(|a| a.id)
+            .collect();
+        recover(store, &engines, actor, &|id| selected.contains(id)).await?
+    } else {
+        recover(store, &engines, actor, &|_| true).await?
+    };
+    let scan_report = scan(
+        store,
+        specs,
+        config.docker.include_stopped,
+        selection,
+        now,
+        actor,
+    )
+    .await?;
+    let wanted = |a: &Asset| selection.selects(&AssetView::from(a));
+    let check_report =
+        crate::check_some(config, store, cycle, now, actor, correlation_id, &wanted).await?;
 
     let mut todo: Vec<(Asset, String)> = Vec::new();
     for c in &check_report.checks {

@@ -3,6 +3,8 @@
 use jiff::Timestamp;
 use safe_updater_core::asset::AssetKind;
 use safe_updater_core::audit::AuditEvent;
+use safe_updater_core::policy::AssetView;
+use safe_updater_core::scope::Selection;
 use safe_updater_docker::{DiscoverOptions, EngineSpec, discover};
 use safe_updater_store::Store;
 use serde::Serialize;
@@ -35,12 +37,14 @@ impl ScanReport {
     }
 }
 
-/// Scans every engine and stores what the reachable ones run. An engine that is down is
-/// reported, not fatal: the others are still scanned and stored.
+/// Scans every engine and stores what the reachable ones run of `selection` (its scope: what
+/// is out of it is never inspected nor stored). An engine that is down is reported, not
+/// fatal: the others are still scanned and stored.
 pub async fn scan(
     store: &mut Store,
     engines: &[EngineSpec],
     include_stopped: bool,
+    selection: &Selection,
     now: Timestamp,
     actor: &str,
 ) -> Result<ScanReport, EngineError> {
@@ -48,6 +52,7 @@ pub async fn scan(
         engines,
         DiscoverOptions {
             include_stopped,
+            scope: selection.scope.clone(),
             ..Default::default()
         },
         now,
@@ -63,7 +68,10 @@ pub async fn scan(
             .map(|e| e.host.clone())
             .unwrap_or_default();
         match scan.result {
-            Ok(found) => {
+            Ok(mut found) => {
+                if selection.narrows() {
+                    found.retain(|a| selection.selects(&AssetView::from(a)));
+                }
                 outcomes.push(EngineOutcome {
                     engine: scan.engine.clone(),
                     host,
@@ -73,7 +81,16 @@ pub async fn scan(
                 // Only an engine that answered in full can say a container is gone; one that
                 // is down keeps its assets as they were.
                 stored += found.len();
-                let gone = store.replace_assets_at(&scan.engine, AssetKind::Container, &found)?;
+                let gone = if selection.narrows() {
+                    store.replace_selected_assets_at(
+                        &scan.engine,
+                        AssetKind::Container,
+                        &found,
+                        &|a| selection.selects(&AssetView::from(a)),
+                    )?
+                } else {
+                    store.replace_assets_at(&scan.engine, AssetKind::Container, &found)?
+                };
                 if !gone.is_empty() {
                     tracing::info!(engine = %scan.engine, removed = gone.len(), "containers gone since the last scan");
                 }

@@ -227,6 +227,29 @@ impl Store {
         kind: AssetKind,
         found: &[Asset],
     ) -> Result<Vec<String>> {
+        self.replace_covered_assets_at(location, kind, found, None)
+    }
+
+    /// [`Store::replace_assets_at`] for a discovery that looked only at the assets `covered`
+    /// takes (a scan narrowed by name or label): of the stored assets, only those it covers
+    /// and did not find are removed.
+    pub fn replace_selected_assets_at(
+        &mut self,
+        location: &str,
+        kind: AssetKind,
+        found: &[Asset],
+        covered: &dyn Fn(&Asset) -> bool,
+    ) -> Result<Vec<String>> {
+        self.replace_covered_assets_at(location, kind, found, Some(covered))
+    }
+
+    fn replace_covered_assets_at(
+        &mut self,
+        location: &str,
+        kind: AssetKind,
+        found: &[Asset],
+        covered: Option<&dyn Fn(&Asset) -> bool>,
+    ) -> Result<Vec<String>> {
         let label = &self.label;
         let op = "replace assets";
         let tx = self
@@ -237,15 +260,35 @@ impl Store {
             upsert_asset(&tx, label, op, asset, true)?;
         }
         let keep: std::collections::HashSet<&str> = found.iter().map(|a| a.id.as_str()).collect();
-        let stored: Vec<String> = {
-            let mut stmt = tx
-                .prepare("SELECT id FROM assets WHERE location = ?1 AND kind = ?2")
-                .during(label, op)?;
-            let rows = stmt
-                .query_map(rusqlite::params![location, kind.as_str()], |r| r.get(0))
-                .during(label, op)?;
-            rows.collect::<rusqlite::Result<Vec<String>>>()
-                .during(label, op)?
+        let stored: Vec<String> = match covered {
+            None => {
+                let mut stmt = tx
+                    .prepare("SELECT id FROM assets WHERE location = ?1 AND kind = ?2")
+                    .during(label, op)?;
+                let rows = stmt
+                    .query_map(rusqlite::params![location, kind.as_str()], |r| r.get(0))
+                    .during(label, op)?;
+                rows.collect::<rusqlite::Result<Vec<String>>>()
+                    .during(label, op)?
+            }
+            Some(covered) => {
+                let mut stmt = tx
+                    .prepare(&format!(
+                        "SELECT {ASSET_COLUMNS} FROM assets WHERE location = ?1 AND kind = ?2"
+                    ))
+                    .during(label, op)?;
+                let rows = stmt
+                    .query_map(rusqlite::params![location, kind.as_str()], asset_from_row)
+                    .during(label, op)?;
+                let mut ids = Vec::new();
+                for a in rows {
+                    let a = a.during(label, op)?;
+                    if covered(&a) {
+                        ids.push(a.id);
+                    }
+                }
+                ids
+            }
         };
         let gone: Vec<String> = stored
             .into_iter()
