@@ -186,8 +186,10 @@ fn list_rejected(global: &GlobalArgs, store: &Store) -> anyhow::Result<ExitCode>
                 "{}",
                 output::table(&["ID", "BY", "OPERATOR", "AT", "REASON"], rows)
             );
-            println!("
-`safe-updater approve ID` lifts a rejection");
+            println!(
+                "
+`safe-updater approve ID` lifts a rejection"
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -225,8 +225,7 @@ pub struct SelectArgs {
 impl SelectArgs {
     /// The configured scope, narrowed by these flags.
     fn selection(&self, cfg: &safe_updater_core::config::Config) -> anyhow::Result<Selection> {
-        Selection::new(cfg.scope.clone(), &self.names, &self.labels)
-            .map_err(|e| Reported(e).into())
+        Selection::new(cfg.scope.clone(), &self.names, &self.labels).map_err(|e| Reported(e).into())
     }
 }
 
@@ -610,7 +609,16 @@ pub fn run_cycle(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<ExitCode
         let auth = pull_auth_map(&client, &store).await?;
         let cycle = Cycle::new(client.clone());
         safe_updater_engine::run_once(
-            &cfg, &mut store, &cycle, &specs, &auth, now, &actor(), &cid, &selection, &stop,
+            &cfg,
+            &mut store,
+            &cycle,
+            &specs,
+            &auth,
+            now,
+            &actor(),
+            &cid,
+            &selection,
+            &stop,
         )
         .await
         .map_err(anyhow::Error::from)
@@ -647,7 +655,10 @@ pub fn run_cycle(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<ExitCode
                 } else {
                     "COULD NOT RECOVER"
                 };
-                println!("{what} update #{} of {}: {}", r.update_id, r.asset_id, r.detail);
+                println!(
+                    "{what} update #{} of {}: {}",
+                    r.update_id, r.asset_id, r.detail
+                );
             }
             let held = report
                 .check
@@ -895,11 +906,13 @@ pub fn run_update(global: &GlobalArgs, args: &UpdateArgs) -> anyhow::Result<Exit
     if let Some(code) = crate::signals::exit_code() {
         return Ok(ExitCode::from(code));
     }
-    Ok(if outcomes.iter().all(|o| o.status == ApplyStatus::Succeeded) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(
+        if outcomes.iter().all(|o| o.status == ApplyStatus::Succeeded) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        },
+    )
 }
 
 fn print_outcomes(
@@ -993,7 +1006,10 @@ pub fn run_rollback(global: &GlobalArgs, args: &RollbackArgs) -> anyhow::Result<
                     (None, true) => "recovered the interrupted",
                     (None, false) => "COULD NOT RECOVER",
                 };
-                println!("{what} update #{} of {}: {}", r.update_id, r.asset_id, r.detail);
+                println!(
+                    "{what} update #{} of {}: {}",
+                    r.update_id, r.asset_id, r.detail
+                );
             }
             if let Some(o) = &report.outcome {
                 print_outcomes(global, std::slice::from_ref(o))?;

@@ -2385,7 +2385,8 @@ policy:
 
     #[test]
     fn settings_that_never_had_an_effect_are_refused_saying_why() {
-        let text = "health:\n  max_attempts: 2\n  checks:\n    - name: web\n      tcp: { port: 80 }\n";
+        let text =
+            "health:\n  max_attempts: 2\n  checks:\n    - name: web\n      tcp: { port: 80 }\n";
         let err = load("c.yaml", text, &[]).expect_err("refused");
         let problems: Vec<String> = err.problems.iter().map(|p| p.to_string()).collect();
         assert_eq!(problems.len(), 2, "{problems:#?}");

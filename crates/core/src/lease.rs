@@ -93,7 +93,10 @@ pub enum Gone {
     /// The owner's process no longer runs on this host.
     Dead { owner: Owner },
     /// The owner did not renew its lease in time.
-    Expired { owner: Owner, lease_until: Timestamp },
+    Expired {
+        owner: Owner,
+        lease_until: Timestamp,
+    },
 }
 
 impl fmt::Display for Gone {
@@ -116,7 +119,10 @@ pub enum Standing {
     /// This process owns it.
     Mine,
     /// Another live process owns it: leave it alone.
-    Held { owner: Owner, lease_until: Timestamp },
+    Held {
+        owner: Owner,
+        lease_until: Timestamp,
+    },
     /// Its owner is gone: whoever takes it over first may recover it.
     Orphaned(Gone),
 }
@@ -304,7 +310,10 @@ mod tests {
     #[test]
     fn owners_read_as_people_expect() {
         let o = owner("ci-1", 4242, "x", 1);
-        assert_eq!(o.to_string(), "pid 4242 on host ci-1 (started 2026-12-08T00:00:00Z)");
+        assert_eq!(
+            o.to_string(),
+            "pid 4242 on host ci-1 (started 2026-12-08T00:00:00Z)"
+        );
         assert_eq!(lease_end(ts(NOW)), ts("2026-12-08T01:00:30Z"));
     }
 }

@@ -252,8 +252,12 @@ mod tests {
             annotations: None,
         };
         let any = Scope::Unscoped;
-        let s = Selection::new(any.clone(), &["web-*".into(), "db".into()], &["tier=web".into()])
-            .expect("parses");
+        let s = Selection::new(
+            any.clone(),
+            &["web-*".into(), "db".into()],
+            &["tier=web".into()],
+        )
+        .expect("parses");
         assert!(s.narrows());
         assert!(s.selects(&view("web-1")) && s.selects(&view("db")));
         assert!(!s.selects(&view("api")));
@@ -270,8 +274,8 @@ mod tests {
         assert!(Selection::new(any, &[], &["!".into()]).is_err());
         assert!(!Selection::default().narrows());
         // The scope comes first: a name that matches does not reach across scopes.
-        let other = Selection::new(Scope::Named("b".into()), &["web-*".into()], &[])
-            .expect("parses");
+        let other =
+            Selection::new(Scope::Named("b".into()), &["web-*".into()], &[]).expect("parses");
         assert!(!other.selects(&view("web-1")));
     }
 }

@@ -121,6 +121,14 @@ impl Engine {
 
         let targets: Vec<(String, Option<String>)> = listed
             .into_iter()
+            // The executor's parked old container is part of an update, not an asset.
+            .filter(|summary| {
+                !summary
+                    .names
+                    .iter()
+                    .flatten()
+                    .any(|n| n.ends_with(crate::update::OLD_SUFFIX))
+            })
             .filter(|summary| {
                 let labels = summary.labels.as_ref();
                 opts.scope.admits_scope(scope_in(|k| {

@@ -327,9 +327,7 @@ pub async fn monitor(
                 // off (`HEALTHCHECK NONE`, `--no-healthcheck`): then there is nothing to ask
                 // Docker, and the container staying up (checked above every round) together
                 // with the configured checks decides.
-                Check::Docker if !s.has_healthcheck => {
-                    observation(&label, true, NO_HEALTHCHECK)
-                }
+                Check::Docker if !s.has_healthcheck => observation(&label, true, NO_HEALTHCHECK),
                 Check::Docker => match s.health {
                     Some(HealthStatusEnum::HEALTHY) => observation(&label, true, "healthy"),
                     // A HEALTHCHECK whose first status is not reported yet.

@@ -220,6 +220,27 @@ impl Ctx<'_> {
         self.err(step, cause)
     }
 
+    /// [`Ctx::find`], after waiting out a removal the engine has in progress for it (a
+    /// process killed while it removed a container leaves the engine removing it): such a
+    /// container is about to be gone, and must be treated as gone.
+    async fn find_settled(
+        &self,
+        name: &str,
+    ) -> Result<Option<ContainerInspectResponse>, UpdateError> {
+        let deadline = tokio::time::Instant::now() + IN_PROGRESS_WAIT;
+        loop {
+            let found = self.find(name).await?;
+            let removing = found.as_ref().is_some_and(|c| {
+                c.state.as_ref().and_then(|s| s.status)
+                    == Some(bollard::models::ContainerStateStatusEnum::REMOVING)
+            });
+            if !removing || tokio::time::Instant::now() >= deadline {
+                return Ok(found);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// The container called exactly `name` (not an id prefix), if there is one.
     async fn find(&self, name: &str) -> Result<Option<ContainerInspectResponse>, UpdateError> {
         match self.engine.docker().inspect_container(name, None).await {
@@ -902,7 +923,24 @@ pub async fn step_start(
     }
 }
 
+/// Whether the engine refused because another operation on the object is still running
+/// ("removal of container ... is already in progress"): what a process killed mid-request
+/// leaves behind, and what waiting resolves.
+fn is_in_progress(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 409,
+            message,
+        } if message.contains("in progress")
+    )
+}
+
+/// How long an operation the engine has in progress is waited out.
+const IN_PROGRESS_WAIT: Duration = Duration::from_secs(60);
+
 async fn remove_container(ctx: &Ctx<'_>, id: &str) -> Result<(), UpdateError> {
+    let step = || UpdateStep::Remove { id: id.to_owned() };
     match ctx
         .engine
         .docker()
@@ -918,7 +956,26 @@ async fn remove_container(ctx: &Ctx<'_>, id: &str) -> Result<(), UpdateError> {
     {
         Ok(()) => Ok(()),
         Err(e) if is_404(&e) => Ok(()),
-        Err(e) => Err(ctx.engine_err(UpdateStep::Remove { id: id.to_owned() }, e)),
+        Err(e) if is_in_progress(&e) => {
+            // Another removal (of a process that was killed while it waited for it) is under
+            // way: its end is what this one wanted.
+            let deadline = tokio::time::Instant::now() + IN_PROGRESS_WAIT;
+            while ctx.find(id).await?.is_some() {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(ctx.err(
+                        step(),
+                        UpdateCause::Conflict(format!(
+                            "the engine has been removing container {id} for more than {}s; \
+                             check `docker inspect {id}` and the engine's log",
+                            IN_PROGRESS_WAIT.as_secs()
+                        )),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(())
+        }
+        Err(e) => Err(ctx.engine_err(step(), e)),
     }
 }
 
@@ -932,12 +989,12 @@ pub async fn restore(engine: &Engine, snap: &ContainerSnapshot) -> Result<(), Up
         container: &snap.name,
     };
     let inspect = snapshot_inspect(&ctx, snap)?;
-    if let Some(holder) = ctx.find(&snap.name).await?
+    if let Some(holder) = ctx.find_settled(&snap.name).await?
         && id_of(&holder) != snap.id
     {
         remove_container(&ctx, id_of(&holder)).await?;
     }
-    let target_id = match ctx.find(&snap.id).await? {
+    let target_id = match ctx.find_settled(&snap.id).await? {
         Some(old) => {
             let name = old
                 .name

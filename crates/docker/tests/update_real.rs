@@ -664,3 +664,55 @@ async fn an_interrupted_replace_continues_and_a_missing_old_container_is_recreat
     })
     .await;
 }
+
+/// A process killed while the engine removed the new container leaves the engine removing
+/// it: the next restore meets `409 removal ... already in progress` (or a container in state
+/// `removing`) and waits it out instead of giving up with no container holding the name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_waits_out_a_removal_already_in_progress() {
+    let env = env().await;
+    let new_image = env.image("1.0.1");
+    update::pull(&env.engine, &new_image, None)
+        .await
+        .expect("pull 1.0.1");
+    for round in 0..3 {
+        let p = prefix(&format!("removing{round}"));
+        let new_image = new_image.clone();
+        let env = &env;
+        let pp = p.clone();
+        guarded(env, &p, || async move {
+            let name = create_plain(env, &pp, "1.0.0").await;
+            let snap = update::snapshot(&env.engine, &name)
+                .await
+                .expect("snapshot");
+            let new_id =
+                update::replace(&env.engine, &snap, &new_image, Some(Duration::from_secs(5)))
+                    .await
+                    .expect("replace");
+            // Another client starts removing the new container and does not wait for it.
+            let docker = env.engine.docker().clone();
+            let id = new_id.clone();
+            let removal = tokio::spawn(async move {
+                docker
+                    .remove_container(
+                        &id,
+                        Some(RemoveContainerOptions {
+                            force: true,
+                            v: false,
+                            link: false,
+                        }),
+                    )
+                    .await
+            });
+            // Spread the restore over the removal's lifetime.
+            tokio::time::sleep(Duration::from_millis(round * 15)).await;
+            update::restore(&env.engine, &snap)
+                .await
+                .expect("the restore waits for the removal in progress");
+            let _ = removal.await;
+            assert_restored(env, &snap).await;
+            assert!(!exists(env, &new_id).await);
+        })
+        .await;
+    }
+}

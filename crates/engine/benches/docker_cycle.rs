@@ -428,9 +428,16 @@ async fn bench_scan(docker: &Docker, engines: &[EngineSpec]) -> ScanFigures {
         let mut store = Store::open_in_memory().expect("in-memory store");
         let started = Instant::now();
         let selection = Selection::scoped(Scope::Named(LABEL.to_owned()));
-        let report = scan(&mut store, engines, true, &selection, Timestamp::now(), "bench")
-            .await
-            .expect("scan");
+        let report = scan(
+            &mut store,
+            engines,
+            true,
+            &selection,
+            Timestamp::now(),
+            "bench",
+        )
+        .await
+        .expect("scan");
         scans.push(started.elapsed());
         assert_eq!(report.failed_engines(), 0, "{report:?}");
         containers = report.assets;

@@ -16,6 +16,7 @@ use safe_updater_core::asset::Asset;
 use safe_updater_core::audit::AuditEvent;
 use safe_updater_core::config::HealthConfig;
 use safe_updater_core::health::{self as health_spec, CheckRule, CheckSpec};
+use safe_updater_core::lease::Standing;
 use safe_updater_core::policy::{AssetView, OnFailure};
 use safe_updater_core::reference::ImageRef;
 use safe_updater_docker::Engine;
@@ -23,7 +24,6 @@ use safe_updater_docker::health::{self, Check, ExecCheck, HttpCheck, Monitor, Tc
 use safe_updater_docker::lifecycle::{self, HookResult, Stage};
 use safe_updater_docker::update::{self, ContainerSnapshot, RegistryAuth};
 use safe_updater_registry::Credential;
-use safe_updater_core::lease::Standing;
 use safe_updater_store::{Store, StoreError, UpdateId, UpdateOutcome, UpdateStart, UpdateStatus};
 use serde::{Deserialize, Serialize};
 
@@ -385,11 +385,12 @@ pub async fn apply(
     };
     match pulled {
         None => {
-            return run.interrupted(
-                "stopped by a signal during the pull; nothing had changed",
-                false,
-            )
-            .await;
+            return run
+                .interrupted(
+                    "stopped by a signal during the pull; nothing had changed",
+                    false,
+                )
+                .await;
         }
         Some(Err(e)) => {
             let why = format!("pull of {target} failed: {e}");
@@ -410,7 +411,10 @@ pub async fn apply(
     };
     if s.stop.requested() {
         return run
-            .interrupted("stopped by a signal before the new container was verified", true)
+            .interrupted(
+                "stopped by a signal before the new container was verified",
+                true,
+            )
             .await;
     }
     let monitor = Monitor {
@@ -534,7 +538,11 @@ struct Run<'a, 's> {
 
 impl Run<'_, '_> {
     /// Records `end` (unless the update is no longer this process's) and fills the outcome.
-    fn end(&mut self, end: UpdateOutcome, why: Option<String>) -> Result<ApplyOutcome, EngineError> {
+    fn end(
+        &mut self,
+        end: UpdateOutcome,
+        why: Option<String>,
+    ) -> Result<ApplyOutcome, EngineError> {
         match self.store.finish_update(
             self.id,
             end,

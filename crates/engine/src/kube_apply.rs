@@ -37,9 +37,9 @@ use safe_updater_store::{Store, UpdateId, UpdateOutcome, UpdateStart, UpdateStat
 use serde::{Deserialize, Serialize};
 
 use crate::apply::{ApplyOutcome, ApplyStatus, Recovery, checks_for, claim_orphan};
-use crate::lease::LeaseKeeper;
 use crate::kube::KubeScanReport;
 use crate::kube_session::KubeSession;
+use crate::lease::LeaseKeeper;
 use crate::{CheckReport, EngineError};
 
 /// Kubernetes asset ids start with this (`k8s/<context>/<namespace>/<Kind>/<name>[/<container>]`).
@@ -1011,8 +1011,15 @@ fn reject_rolled_away(
     if out.status == ApplyStatus::Succeeded
         && let Some(from) = from.filter(|f| f != target)
     {
-        crate::operator::reject_rolled_back(store, &asset.id, &from, actor, target, Timestamp::now())
-            .map_err(|e| EngineError::Kube(e.to_string()))?;
+        crate::operator::reject_rolled_back(
+            store,
+            &asset.id,
+            &from,
+            actor,
+            target,
+            Timestamp::now(),
+        )
+        .map_err(|e| EngineError::Kube(e.to_string()))?;
     }
     Ok(out)
 }

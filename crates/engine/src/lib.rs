@@ -14,21 +14,20 @@
 mod apply;
 mod check;
 pub mod kube;
-pub mod lease;
-pub mod stop;
 pub mod kube_apply;
 pub mod kube_check;
 pub mod kube_session;
+pub mod lease;
 pub mod operator;
 mod run;
 mod scan;
 mod settings;
+pub mod stop;
 
 pub use apply::{
     ApplyOutcome, ApplySettings, ApplyStatus, Recovery, apply, busy_with, pull_auth, pull_auths,
     pull_auths_for, recover, registry_of,
 };
-pub use stop::{Stop, StopRequest};
 pub use check::{AssetCheck, CheckReport, check, check_each, check_some};
 pub use kube_apply::{
     KubeApplied, KubeRunReport, apply_kube, recover_kube, rollback_kube, run_kube_observed,
@@ -38,13 +37,15 @@ pub use kube_check::check_kube;
 pub use kube_session::{KubeOverrides, KubeSession};
 pub use operator::{OperatorError, PendingApproval};
 pub use run::{
-    DependencyNode, RollbackReport, RunReport, rollback, WATCHTOWER_DEPENDS_ON, apply_by_policy, apply_one, connect_all,
-    dependency_groups, dependency_groups_of, dependency_order, previous_version, run_once,
+    DependencyNode, RollbackReport, RunReport, WATCHTOWER_DEPENDS_ON, apply_by_policy, apply_one,
+    connect_all, dependency_groups, dependency_groups_of, dependency_order, previous_version,
+    rollback, run_once,
 };
 pub use scan::{EngineOutcome, ScanReport, scan};
 pub use settings::{
     SecretError, SettingsError, engine_specs, env_lookup, registry_client_config, resolve_secret,
 };
+pub use stop::{Stop, StopRequest};
 
 /// Errors that stop a whole step. Problems with one asset or one engine are reported in the
 /// step's report instead, so the others still proceed.

@@ -19,8 +19,8 @@ use safe_updater_core::constraint::Constraint;
 use safe_updater_core::reference::ImageRef;
 use safe_updater_core::tag::{Scheme, Tag, analyze};
 use safe_updater_store::{
-    Approval, ApprovalOrigin, AssetOverrides, DecisionRecord, PinOverride, SnoozeOverride, Store, StoreError,
-    Stored, Verdict,
+    Approval, ApprovalOrigin, AssetOverrides, DecisionRecord, PinOverride, SnoozeOverride, Store,
+    StoreError, Stored, Verdict,
 };
 use serde::Serialize;
 

@@ -15,9 +15,9 @@ use serde::Serialize;
 
 use crate::apply::{ApplyOutcome, ApplySettings, Recovery, apply, recover};
 use crate::stop::Stop;
+use crate::{CheckReport, EngineError, ScanReport, scan};
 use safe_updater_core::policy::AssetView;
 use safe_updater_core::scope::Selection;
-use crate::{CheckReport, EngineError, ScanReport, scan};
 
 /// Watchtower's dependency label: container names this one depends on, comma-separated.
 pub const WATCHTOWER_DEPENDS_ON: &str = "com.centurylinklabs.watchtower.depends-on";
@@ -279,8 +279,7 @@ pub async fn apply_one(
     correlation_id: &str,
     stop: &Stop,
 ) -> Result<ApplyOutcome, EngineError> {
-    let not_started =
-        |detail: String| ApplyOutcome::not_started(asset_id, "", target_tag, detail);
+    let not_started = |detail: String| ApplyOutcome::not_started(asset_id, "", target_tag, detail);
     let Some(asset) = store.get_asset(asset_id)? else {
         return Ok(not_started(format!(
             "no tracked asset {asset_id}; see `safe-updater list-assets`"
@@ -304,7 +303,10 @@ pub async fn apply_one(
     };
     // This asset's interrupted update first (others are their own commands' business): an
     // update must start from the container its snapshot would restore.
-    recover(store, std::slice::from_ref(&engine), actor, &|id| id == asset_id).await?;
+    recover(store, std::slice::from_ref(&engine), actor, &|id| {
+        id == asset_id
+    })
+    .await?;
     apply_by_policy(
         config,
         store,
@@ -401,7 +403,14 @@ pub async fn rollback(
         outcome: None,
         rejected: Vec::new(),
     };
-    let not_started = |detail: String| Some(ApplyOutcome::not_started(asset_id, "", to.unwrap_or(""), detail));
+    let not_started = |detail: String| {
+        Some(ApplyOutcome::not_started(
+            asset_id,
+            "",
+            to.unwrap_or(""),
+            detail,
+        ))
+    };
     let Some(asset) = store.get_asset(asset_id)? else {
         report.outcome = not_started(format!(
             "no tracked asset {asset_id}; see `safe-updater list-assets`"
@@ -424,7 +433,10 @@ pub async fn rollback(
         .into_iter()
         .filter(|u| u.asset_id == asset_id)
         .collect();
-    report.recovered = recover(store, std::slice::from_ref(&engine), actor, &|id| id == asset_id).await?;
+    report.recovered = recover(store, std::slice::from_ref(&engine), actor, &|id| {
+        id == asset_id
+    })
+    .await?;
     if report.recovered.iter().any(|r| !r.restored) {
         return Ok(report);
     }
@@ -469,7 +481,15 @@ pub async fn rollback(
     if outcome.status == crate::ApplyStatus::Succeeded
         && let Some(from) = away_from.filter(|f| *f != target)
     {
-        reject(store, asset_id, &from, actor, &target, Timestamp::now(), &mut report)?;
+        reject(
+            store,
+            asset_id,
+            &from,
+            actor,
+            &target,
+            Timestamp::now(),
+            &mut report,
+        )?;
     }
     report.outcome = Some(outcome);
     Ok(report)

@@ -58,6 +58,13 @@ pub async fn scan(
         now,
     )
     .await;
+    // An asset being updated (by any process) may be between its old and its new container
+    // right now: not gone.
+    let in_flight: Vec<String> = store
+        .unfinished_updates()?
+        .into_iter()
+        .map(|u| u.asset_id)
+        .collect();
     let mut outcomes = Vec::new();
     let mut stored = 0;
     let mut removed = Vec::new();
@@ -81,16 +88,17 @@ pub async fn scan(
                 // Only an engine that answered in full can say a container is gone; one that
                 // is down keeps its assets as they were.
                 stored += found.len();
-                let gone = if selection.narrows() {
-                    store.replace_selected_assets_at(
-                        &scan.engine,
-                        AssetKind::Container,
-                        &found,
-                        &|a| selection.selects(&AssetView::from(a)),
-                    )?
-                } else {
-                    store.replace_assets_at(&scan.engine, AssetKind::Container, &found)?
-                };
+                let covered =
+                    |a: &safe_updater_core::asset::Asset| selection.selects(&AssetView::from(a));
+                let gone = store.replace_assets_at_except(
+                    &scan.engine,
+                    AssetKind::Container,
+                    &found,
+                    &in_flight,
+                    selection
+                        .narrows()
+                        .then_some(&covered as &dyn Fn(&safe_updater_core::asset::Asset) -> bool),
+                )?;
                 if !gone.is_empty() {
                     tracing::info!(engine = %scan.engine, removed = gone.len(), "containers gone since the last scan");
                 }

@@ -68,8 +68,7 @@ mod tests {
         stop.wait().await;
         let never = Stop::never();
         assert!(!never.requested());
-        let waited =
-            tokio::time::timeout(std::time::Duration::from_millis(20), never.wait()).await;
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(20), never.wait()).await;
         assert!(waited.is_err());
         let (req, stop) = Stop::pair();
         drop(req);

@@ -227,27 +227,18 @@ impl Store {
         kind: AssetKind,
         found: &[Asset],
     ) -> Result<Vec<String>> {
-        self.replace_covered_assets_at(location, kind, found, None)
+        self.replace_assets_at_except(location, kind, found, &[], None)
     }
 
-    /// [`Store::replace_assets_at`] for a discovery that looked only at the assets `covered`
-    /// takes (a scan narrowed by name or label): of the stored assets, only those it covers
-    /// and did not find are removed.
-    pub fn replace_selected_assets_at(
+    /// [`Store::replace_assets_at`] that removes none of `keep` (assets whose update is in
+    /// progress: their container may be between its old and its new self) and, when `covered`
+    /// is given (a discovery narrowed by name or label), only the stored assets it covers.
+    pub fn replace_assets_at_except(
         &mut self,
         location: &str,
         kind: AssetKind,
         found: &[Asset],
-        covered: &dyn Fn(&Asset) -> bool,
-    ) -> Result<Vec<String>> {
-        self.replace_covered_assets_at(location, kind, found, Some(covered))
-    }
-
-    fn replace_covered_assets_at(
-        &mut self,
-        location: &str,
-        kind: AssetKind,
-        found: &[Asset],
+        keep: &[String],
         covered: Option<&dyn Fn(&Asset) -> bool>,
     ) -> Result<Vec<String>> {
         let label = &self.label;
@@ -259,7 +250,11 @@ impl Store {
         for asset in found {
             upsert_asset(&tx, label, op, asset, true)?;
         }
-        let keep: std::collections::HashSet<&str> = found.iter().map(|a| a.id.as_str()).collect();
+        let keep: std::collections::HashSet<&str> = found
+            .iter()
+            .map(|a| a.id.as_str())
+            .chain(keep.iter().map(String::as_str))
+            .collect();
         let stored: Vec<String> = match covered {
             None => {
                 let mut stmt = tx

@@ -11,8 +11,8 @@ use serde_json::json;
 use crate::audit::append_in;
 use crate::error::{Context as _, Result, StoreError};
 use crate::types::{
-    Approval, ApprovalOrigin, DecisionRecord, Stored, UpdateId, UpdateOutcome, UpdateRecord, UpdateStart,
-    UpdateStatus, UpdateWithSnapshot, Verdict,
+    Approval, ApprovalOrigin, DecisionRecord, Stored, UpdateId, UpdateOutcome, UpdateRecord,
+    UpdateStart, UpdateStatus, UpdateWithSnapshot, Verdict,
 };
 use crate::{Store, json_col, limit_to_sql, opt_ts_col, ts_col, ts_to_sql};
 
@@ -120,7 +120,15 @@ fn owner_from_row(row: &Row<'_>, first: usize) -> rusqlite::Result<Option<Owner>
 }
 
 /// The owner as the five column values [`owner_from_row`] reads.
-fn owner_params(o: Option<&Owner>) -> (Option<&str>, Option<i64>, Option<&str>, Option<i64>, Option<String>) {
+fn owner_params(
+    o: Option<&Owner>,
+) -> (
+    Option<&str>,
+    Option<i64>,
+    Option<&str>,
+    Option<i64>,
+    Option<String>,
+) {
     match o {
         Some(o) => (
             Some(o.host.as_str()),
@@ -436,7 +444,10 @@ impl Store {
                 "SELECT {UPDATE_COLUMNS} FROM updates
                  WHERE asset_id = ?1 AND status = 'in_progress' ORDER BY id LIMIT 1"
             ))
-            .and_then(|mut stmt| stmt.query_row([&start.asset_id], update_from_row).optional())
+            .and_then(|mut stmt| {
+                stmt.query_row([&start.asset_id], update_from_row)
+                    .optional()
+            })
             .during(label, op)?;
         if let Some(u) = running {
             return Err(StoreError::UpdateInProgress {
@@ -586,7 +597,14 @@ impl Store {
                    AND owner_pid_namespace = ?4 AND owner_process_start = ?5",
             )
             .and_then(|mut stmt| {
-                stmt.execute(params![id.0, host, pid, ns, start, ts_to_sql(&lease_end(now))])
+                stmt.execute(params![
+                    id.0,
+                    host,
+                    pid,
+                    ns,
+                    start,
+                    ts_to_sql(&lease_end(now))
+                ])
             })
             .during(&self.label, "renew an update's lease")?;
         Ok(n == 1)
@@ -595,12 +613,10 @@ impl Store {
     /// Whether this store's process still owns update `id` in progress (it was not finished,
     /// nor taken over by another process).
     pub fn owns_update(&self, id: UpdateId) -> Result<bool> {
-        Ok(self
-            .update(id)?
-            .is_some_and(|u| {
-                u.status == UpdateStatus::InProgress
-                    && u.owner.as_ref().is_some_and(|o| o.is(&self.owner))
-            }))
+        Ok(self.update(id)?.is_some_and(|u| {
+            u.status == UpdateStatus::InProgress
+                && u.owner.as_ref().is_some_and(|o| o.is(&self.owner))
+        }))
     }
 
     /// Makes this store's process the owner of update `id`, in progress, if its owner is

@@ -46,7 +46,9 @@ fn two_processes() -> (tempfile::TempDir, Store, Store) {
 #[test]
 fn an_update_records_its_owner_and_a_lease_from_its_start() {
     let (_d, mut a, _b) = two_processes();
-    let id = a.begin_update(&start("docker/local/web", 0)).expect("begin");
+    let id = a
+        .begin_update(&start("docker/local/web", 0))
+        .expect("begin");
     let u = a.update(id).expect("read").expect("there");
     assert_eq!(u.owner.as_ref(), Some(&other_host(100)));
     assert_eq!(u.lease_until, Some(ts("2024-05-01T12:00:30Z")));
@@ -56,7 +58,9 @@ fn an_update_records_its_owner_and_a_lease_from_its_start() {
 #[test]
 fn a_second_update_of_the_same_asset_is_refused_naming_the_owner() {
     let (_d, mut a, mut b) = two_processes();
-    let id = a.begin_update(&start("docker/local/web", 0)).expect("begin");
+    let id = a
+        .begin_update(&start("docker/local/web", 0))
+        .expect("begin");
     let err = b
         .begin_update(&start("docker/local/web", 1))
         .expect_err("refused");
@@ -84,7 +88,9 @@ fn a_second_update_of_the_same_asset_is_refused_naming_the_owner() {
 #[test]
 fn only_the_owner_finishes_and_renews() {
     let (_d, mut a, mut b) = two_processes();
-    let id = a.begin_update(&start("docker/local/web", 0)).expect("begin");
+    let id = a
+        .begin_update(&start("docker/local/web", 0))
+        .expect("begin");
     let err = b
         .finish_update(id, UpdateOutcome::RolledBack, None, at(5), "test")
         .expect_err("not b's");
@@ -106,7 +112,9 @@ fn exactly_one_process_takes_over_an_orphan_and_the_old_owner_is_locked_out() {
     let path = b.path().expect("file").to_path_buf();
     let mut c = Store::open(&path).expect("c");
     c.act_as(other_host(300));
-    let id = a.begin_update(&start("docker/local/web", 0)).expect("begin");
+    let id = a
+        .begin_update(&start("docker/local/web", 0))
+        .expect("begin");
     let u = b.update(id).expect("read").expect("there");
     // Past the lease, from another host: gone.
     let seen = standing(

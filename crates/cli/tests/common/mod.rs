@@ -4,8 +4,11 @@
 #![allow(dead_code)]
 
 mod daemon;
+mod scoped;
 #[allow(unused_imports)]
 pub use daemon::*;
+#[allow(unused_imports)]
+pub use scoped::*;
 
 use std::process::Command as Process;
 
