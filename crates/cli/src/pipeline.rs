@@ -632,6 +632,7 @@ pub fn run_cycle(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<ExitCode
             now,
             &actor(),
             &cid,
+            &stop,
         ))?),
         None => None,
     };
@@ -880,11 +881,11 @@ pub fn run_update(global: &GlobalArgs, args: &UpdateArgs) -> anyhow::Result<Exit
         let outcome = match (&kube, is_kube_asset_id(asset)) {
             (Some(k), true) => rt.block_on(async {
                 match store.get_asset(asset)? {
-                    Some(a) => {
-                        safe_updater_engine::apply_kube(&cfg, &mut store, k, &a, to, &who, &cid)
-                            .await
-                            .map_err(anyhow::Error::from)
-                    }
+                    Some(a) => safe_updater_engine::apply_kube(
+                        &cfg, &mut store, k, &a, to, &who, &cid, &stop,
+                    )
+                    .await
+                    .map_err(anyhow::Error::from),
                     None => Err(Reported(format!(
                         "no tracked asset {asset}; see `safe-updater list-assets`"
                     ))
@@ -1040,6 +1041,7 @@ fn rollback_kube(
     session: Session,
 ) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
+    let stop = crate::signals::stop_on_signals(&rt);
     let force = contexts_of(&session.store, &[args.asset.as_str()])?;
     if force.is_empty() {
         return Err(Reported(format!(
@@ -1080,9 +1082,13 @@ fn rollback_kube(
         args.to.as_deref(),
         &actor(),
         &cid,
+        &stop,
     ))?;
     let ok = outcome.status == ApplyStatus::Succeeded;
     print_outcomes(global, std::slice::from_ref(&outcome))?;
+    if let Some(code) = crate::signals::exit_code() {
+        return Ok(ExitCode::from(code));
+    }
     Ok(if ok {
         ExitCode::SUCCESS
     } else {

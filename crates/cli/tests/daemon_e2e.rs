@@ -31,11 +31,21 @@ fn the_daemon_schedules_reloads_limits_approves_notifies_and_stops_gracefully() 
         docker(&["pull", "-q", &format!("{registry}/demo/web:{tag}")]);
     }
     let web = |tag: &str| format!("{registry}/demo/web:{tag}");
+    let scope = format!("su-e2e-watch-{pid}");
+    let label = common::in_scope(&scope);
     for a in &autos {
-        docker(&["run", "-d", "--name", a, &web("1.0.0")]);
+        docker(&["run", "-d", "--name", a, "--label", &label, &web("1.0.0")]);
     }
-    run_for_review(&review, &web("1.0.1"));
-    docker(&["run", "-d", "--name", &bad, &web("1.0.1")]);
+    run_for_review(&review, &web("1.0.1"), &scope);
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &bad,
+        "--label",
+        &label,
+        &web("1.0.1"),
+    ]);
 
     let (hook_port, notes) = receiver();
     let port = free_port();
@@ -44,7 +54,7 @@ fn the_daemon_schedules_reloads_limits_approves_notifies_and_stops_gracefully() 
     let host = docker_host();
     let config = |window: &str| {
         format!(
-            "docker:\n  engines:\n    - {{ name: local, host: \"{host}\" }}\n\
+            "scope: {scope}\ndocker:\n  engines:\n    - {{ name: local, host: \"{host}\" }}\n\
              daemon: {{ interval: 2s, concurrency: 3, reload_poll: 1h }}\n\
              server:\n  listen: \"127.0.0.1:{port}\"\n  tokens: [{{ name: alice, token_env: SU_E2E_TOKEN }}]\n\
              notifications:\n  urls: [\"http://127.0.0.1:{hook_port}/hook\"]\n\
@@ -225,6 +235,8 @@ fn the_daemon_schedules_reloads_limits_approves_notifies_and_stops_gracefully() 
         "-d",
         "--name",
         &term,
+        "--label",
+        &label,
         "--label",
         "safe-updater.io/exclude=^1\\.0\\.2$",
         &web("1.0.0"),

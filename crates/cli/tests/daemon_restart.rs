@@ -66,6 +66,7 @@ fn a_killed_daemon_restarts_and_finishes_its_queue_exactly_once() {
         docker(&["pull", "-q", &web(tag)]);
     }
     // The bad 1.0.2 (fails its health check) is excluded: each goes to 1.0.1 in one update.
+    let scope = format!("su-e2e-restart-{pid}");
     for w in &workers {
         docker(&[
             "run",
@@ -73,11 +74,13 @@ fn a_killed_daemon_restarts_and_finishes_its_queue_exactly_once() {
             "--name",
             w,
             "--label",
+            &common::in_scope(&scope),
+            "--label",
             "safe-updater.io/exclude=^1\\.0\\.2$",
             &web("1.0.0"),
         ]);
     }
-    run_for_review(&review, &web("1.0.1"));
+    run_for_review(&review, &web("1.0.1"), &scope);
 
     let (hook_port, notes) = receiver();
     let port = free_port();
@@ -89,7 +92,7 @@ fn a_killed_daemon_restarts_and_finishes_its_queue_exactly_once() {
     std::fs::write(
         &cfg,
         format!(
-            "docker:\n  engines:\n    - {{ name: local, host: \"{host}\" }}\n\
+            "scope: {scope}\ndocker:\n  engines:\n    - {{ name: local, host: \"{host}\" }}\n\
              daemon: {{ interval: 2s, concurrency: 1, reload_poll: 1h }}\n\
              server: {{ listen: \"127.0.0.1:{port}\" }}\n\
              notifications:\n  urls: [\"http://127.0.0.1:{hook_port}/hook\"]\n\
@@ -225,7 +228,16 @@ fn a_config_file_edit_reloads_without_a_signal_and_a_broken_one_is_refused() {
     for tag in ["1.0.0", "1.0.1"] {
         docker(&["pull", "-q", &web(tag)]);
     }
-    docker(&["run", "-d", "--name", &name, &web("1.0.0")]);
+    let scope = format!("su-e2e-reload-{pid}");
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        &common::in_scope(&scope),
+        &web("1.0.0"),
+    ]);
     let port = free_port();
     let other_port = free_port();
     let dir = TempDir::new().expect("tempdir");
@@ -233,7 +245,7 @@ fn a_config_file_edit_reloads_without_a_signal_and_a_broken_one_is_refused() {
     let host = docker_host();
     let config = |listen: u16, token: &str, window: &str| {
         format!(
-            "docker:\n  engines:\n    - {{ name: local, host: \"{host}\" }}\n\
+            "scope: {scope}\ndocker:\n  engines:\n    - {{ name: local, host: \"{host}\" }}\n\
              daemon: {{ interval: 2s, reload_poll: 1s }}\n\
              server:\n  listen: \"127.0.0.1:{listen}\"\n  tokens: [{{ name: alice, token_file: \"{token}\" }}]\n\
              health: {{ window: 3s, interval: 1s, failure_threshold: 2 }}\n\

@@ -33,9 +33,18 @@ fn safe_updater(dir: &TempDir, config: &str, args: &[&str]) -> (i32, Value, Stri
     )
 }
 
-fn engine_config(extra_engine: &str) -> String {
+/// The local engine (and `extra_engine`), in the test's own `scope`: containers the test did
+/// not start (with that scope's label) are never looked at.
+fn engine_config(scope: &str, extra_engine: &str) -> String {
     let host = common::docker_host();
-    format!("docker:\n  engines:\n    - name: local\n      host: {host}\n{extra_engine}")
+    format!(
+        "scope: {scope}\ndocker:\n  engines:\n    - name: local\n      host: {host}\n{extra_engine}"
+    )
+}
+
+/// `--label <scope label>=<scope>`, for `docker run`.
+fn scope_label(scope: &str) -> String {
+    format!("{}={scope}", common::SCOPE_LABEL)
 }
 
 #[test]
@@ -46,19 +55,23 @@ fn scan_then_check_finds_the_patch_and_holds_the_major() {
     let web = unique("web");
     let held = unique("held");
     let _guard = Containers(vec![web.clone(), held.clone()]);
-    docker(&["run", "-d", "--name", &web, &image]);
+    let scope = unique("scan");
+    let label = scope_label(&scope);
+    docker(&["run", "-d", "--name", &web, "--label", &label, &image]);
     docker(&[
         "run",
         "-d",
         "--name",
         &held,
         "--label",
+        &label,
+        "--label",
         "safe-updater.io/patch=manual",
         &image,
     ]);
 
     let dir = TempDir::new().expect("tempdir");
-    let config = engine_config("");
+    let config = engine_config(&scope, "");
     let (code, scan, stderr) = safe_updater(&dir, &config, &["scan"]);
     assert_eq!(code, 0, "{scan} {stderr}");
     assert_eq!(scan["engines"][0]["engine"], "local");
@@ -105,14 +118,23 @@ fn an_engine_that_is_down_is_reported_and_the_others_are_still_scanned() {
     docker(&["pull", "-q", &image]);
     let web = unique("alive");
     let _guard = Containers(vec![web.clone()]);
-    docker(&["run", "-d", "--name", &web, &image]);
+    let scope = unique("down");
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &web,
+        "--label",
+        &scope_label(&scope),
+        &image,
+    ]);
 
     let dir = TempDir::new().expect("tempdir");
     let dead = dir.path().join("nothing-listens-here.sock");
-    let config = engine_config(&format!(
-        "    - name: dead\n      host: unix://{}\n",
-        dead.display()
-    ));
+    let config = engine_config(
+        &scope,
+        &format!("    - name: dead\n      host: unix://{}\n", dead.display()),
+    );
     let (code, scan, _) = safe_updater(&dir, &config, &["scan"]);
     assert_eq!(
         code, 1,
@@ -157,11 +179,15 @@ fn run_once_applies_the_patch_rolls_back_the_bad_build_and_holds_the_major() {
     for tag in ["1.0.0-alpine", "1.0.0", "1.1.0"] {
         docker(&["pull", "-q", &format!("{registry}/demo/web:{tag}")]);
     }
+    let scope = unique("run");
+    let label = scope_label(&scope);
     docker(&[
         "run",
         "-d",
         "--name",
         &good,
+        "--label",
+        &label,
         &format!("{registry}/demo/web:1.0.0-alpine"),
     ]);
     let bad_id = docker(&[
@@ -169,6 +195,8 @@ fn run_once_applies_the_patch_rolls_back_the_bad_build_and_holds_the_major() {
         "-d",
         "--name",
         &bad,
+        "--label",
+        &label,
         "-e",
         "GREETING=hello",
         "--restart",
@@ -180,16 +208,16 @@ fn run_once_applies_the_patch_rolls_back_the_bad_build_and_holds_the_major() {
         "-d",
         "--name",
         &major,
+        "--label",
+        &label,
         &format!("{registry}/demo/web:1.1.0"),
     ]);
 
     let dir = TempDir::new().expect("tempdir");
-    // Other containers on the shared engine are left alone: updates are disabled for all but
-    // this test's own.
+    // Other containers on the shared engine are out of the test's scope.
     let config = format!(
-        "{}health:\n  window: 8s\n  interval: 1s\n  failure_threshold: 2\npolicy:\n  enabled: false\nresources:\n  - match: {{ name: \"su-e2e-run-*-{}-*\" }}\n    policy: {{ enabled: true }}\n",
-        engine_config(""),
-        std::process::id()
+        "{}health:\n  window: 8s\n  interval: 1s\n  failure_threshold: 2\n",
+        engine_config(&scope, ""),
     );
     let (_, run1, stderr) = safe_updater(&dir, &config, &["run", "--once"]);
     let applied = |run: &Value, name: &str| -> Option<Value> {
@@ -299,8 +327,10 @@ fn private_registries_hooks_and_configured_checks() {
     with_config(&["pull", "-q", &format!("{basic}/demo/web:1.0.0")]);
     with_config(&["pull", "-q", &format!("{token}/demo/web:1.0.0")]);
     docker(&["pull", "-q", &format!("{open}/demo/web:1.0.0")]);
+    let scope = format!("su-e2e-priv-{pid}");
+    let label = scope_label(&scope);
     let run = |name: &str, image: &str, labels: &[&str]| {
-        let mut args = vec!["run", "-d", "--name", name];
+        let mut args = vec!["run", "-d", "--name", name, "--label", &label];
         for l in labels {
             args.extend(["--label", l]);
         }
@@ -339,7 +369,7 @@ fn private_registries_hooks_and_configured_checks() {
     let dir = TempDir::new().expect("tempdir");
     let base = format!(
         "{}health:\n  window: 4s\n  interval: 1s\n  failure_threshold: 2\n  checks:\n    - match: {{ name: \"{checks}\" }}\n      exec: {{ command: [cat, /www/version], output_contains: \"1.0.1\" }}\n    - match: {{ name: \"{checkbad}\" }}\n      exec: {{ command: [cat, /www/missing] }}\npolicy:\n  enabled: false\nresources:\n  - match: {{ name: \"su-e2e-priv-*-{pid}\" }}\n    policy: {{ enabled: true }}\nregistries:\n  docker_config: {dir}/no-such-docker-config.json\n",
-        engine_config(""),
+        engine_config(&scope, ""),
         checks = n("checks"),
         checkbad = n("checkbad"),
         dir = dir.path().display(),

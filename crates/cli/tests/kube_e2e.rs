@@ -505,6 +505,31 @@ fn an_update_killed_mid_rollout_is_restored_on_the_next_start() {
         template_before,
         "the template is the one before the interrupted update"
     );
+    // A crash says nothing against the version it was installing: policy (with the bad
+    // 1.0.2 out of the way) proposes 1.0.1 again, and it is applied.
+    let cfg = format!("{cfg}policy: {{ exclude: [\"^1\\\\.0\\\\.2$\"] }}\n");
+    let (_, check, err) = su(
+        env,
+        dir.path(),
+        &cfg,
+        &["check", "--kind", "Deployment", "--namespace", &n],
+    );
+    let eval = check["checks"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["asset_id"] == id.as_str()))
+        .map(|c| c["evaluation"].clone())
+        .unwrap_or_else(|| panic!("{id} not checked: {check} {err}"));
+    let retried = eval["candidates"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["tag"] == "1.0.1"))
+        .unwrap_or_else(|| panic!("1.0.1 is no longer proposed after the crash: {eval}"));
+    assert_eq!(retried["decision"], "approve", "{retried}");
+    let (code, out, err) = su(env, dir.path(), &cfg, &["update", &id, "--to", "1.0.1"]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert_eq!(
+        ns.image("deployment/web"),
+        format!("{}:1.0.1", env.image_repo)
+    );
 }
 
 #[test]

@@ -88,6 +88,8 @@ pub(crate) async fn run(
         now,
         &shared.options.actor,
         cid,
+        // SIGTERM lets updates in flight finish.
+        &safe_updater_engine::Stop::never(),
         &mut observe,
     )
     .await;

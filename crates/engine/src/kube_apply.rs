@@ -40,6 +40,7 @@ use crate::apply::{ApplyOutcome, ApplyStatus, Recovery, checks_for, claim_orphan
 use crate::kube::KubeScanReport;
 use crate::kube_session::KubeSession;
 use crate::lease::LeaseKeeper;
+use crate::stop::Stop;
 use crate::{CheckReport, EngineError};
 
 /// Kubernetes asset ids start with this (`k8s/<context>/<namespace>/<Kind>/<name>[/<container>]`).
@@ -441,6 +442,7 @@ fn apply_options(config: &Config, session: &KubeSession, rollback: bool) -> Appl
 
 /// Updates one Kubernetes asset to `target_tag` (an image tag, or a release's chart version),
 /// verifies it, and rolls back (or freezes) on failure.
+#[allow(clippy::too_many_arguments)]
 pub async fn apply_kube(
     config: &Config,
     store: &mut Store,
@@ -449,6 +451,7 @@ pub async fn apply_kube(
     target_tag: &str,
     actor: &str,
     correlation_id: &str,
+    stop: &Stop,
 ) -> Result<ApplyOutcome, EngineError> {
     let new_ref = match ImageRef::parse(&asset.image).and_then(|r| r.with_tag(target_tag)) {
         Ok(r) if asset.kind == AssetKind::HelmRelease => {
@@ -581,10 +584,28 @@ pub async fn apply_kube(
     };
 
     let result: Result<Verdict, KubeError> = match (&work, &helm_parts) {
-        (Work::Patch(_), _) => target
-            .apply_image(asset, &new_ref, &opts, now)
-            .await
-            .map(Verdict::from),
+        // A stop cuts a patch's rollout watch short and undoes the patch; a Helm upgrade (a
+        // subprocess that must not be killed halfway) runs to its end.
+        (Work::Patch(_), _) => tokio::select! {
+            r = target.apply_image(asset, &new_ref, &opts, now) => r.map(Verdict::from),
+            () = stop.wait() => {
+                let mut log = Vec::new();
+                let undone = undo(session, &snapshot, &opts, &mut log).await;
+                let out = finish_undone(
+                    store,
+                    id,
+                    outcome,
+                    "stopped by a signal before the new version was verified".into(),
+                    undone,
+                    actor,
+                )?;
+                if out.status == ApplyStatus::RolledBack {
+                    store.mark_interrupted(id)?;
+                    return Ok(ApplyOutcome { status: ApplyStatus::Interrupted, ..out });
+                }
+                return Ok(out);
+            }
+        },
         (Work::HelmImage(r), Some((source, helm))) => target
             .helm_set_image(helm, r, source.clone(), &asset.image, &new_ref, &opts)
             .await
@@ -810,6 +831,7 @@ pub async fn rollback_kube(
     to: Option<&str>,
     actor: &str,
     correlation_id: &str,
+    stop: &Stop,
 ) -> Result<ApplyOutcome, EngineError> {
     let Some(asset) = store.get_asset(asset_id)? else {
         return Ok(ApplyOutcome::not_started(
@@ -820,7 +842,17 @@ pub async fn rollback_kube(
         ));
     };
     if let Some(t) = to {
-        let out = apply_kube(config, store, session, &asset, t, actor, correlation_id).await?;
+        let out = apply_kube(
+            config,
+            store,
+            session,
+            &asset,
+            t,
+            actor,
+            correlation_id,
+            stop,
+        )
+        .await?;
         return reject_rolled_away(store, &asset, out, t, actor);
     }
     let last = store
@@ -856,6 +888,7 @@ pub async fn rollback_kube(
             &previous,
             actor,
             correlation_id,
+            stop,
         )
         .await?;
         return reject_rolled_away(store, &asset, out, &previous, actor);
@@ -1144,6 +1177,7 @@ pub async fn run_kube_once(
     now: Timestamp,
     actor: &str,
     correlation_id: &str,
+    stop: &Stop,
 ) -> Result<KubeRunReport, EngineError> {
     run_kube_observed(
         config,
@@ -1152,6 +1186,7 @@ pub async fn run_kube_once(
         now,
         actor,
         correlation_id,
+        stop,
         &mut |_| {},
     )
     .await
@@ -1177,6 +1212,7 @@ pub async fn run_kube_observed(
     now: Timestamp,
     actor: &str,
     correlation_id: &str,
+    stop: &Stop,
     observe: &mut (dyn FnMut(KubeApplied<'_>) + Send),
 ) -> Result<KubeRunReport, EngineError> {
     let recovered = recover_kube(config, store, session, actor).await?;
@@ -1212,6 +1248,9 @@ pub async fn run_kube_observed(
                 continue;
             }
             let started = std::time::Instant::now();
+            if stop.requested() {
+                break;
+            }
             let outcome = apply_kube(
                 config,
                 store,
@@ -1220,6 +1259,7 @@ pub async fn run_kube_observed(
                 target,
                 actor,
                 correlation_id,
+                stop,
             )
             .await?;
             observe(KubeApplied {

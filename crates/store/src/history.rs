@@ -119,16 +119,17 @@ fn owner_from_row(row: &Row<'_>, first: usize) -> rusqlite::Result<Option<Owner>
     }))
 }
 
-/// The owner as the five column values [`owner_from_row`] reads.
-fn owner_params(
-    o: Option<&Owner>,
-) -> (
-    Option<&str>,
+/// The five owner columns: host, pid, pid namespace, process start, started at.
+type OwnerColumns<'a> = (
+    Option<&'a str>,
     Option<i64>,
-    Option<&str>,
+    Option<&'a str>,
     Option<i64>,
     Option<String>,
-) {
+);
+
+/// The owner as the five column values [`owner_from_row`] reads.
+fn owner_params(o: Option<&Owner>) -> OwnerColumns<'_> {
     match o {
         Some(o) => (
             Some(o.host.as_str()),

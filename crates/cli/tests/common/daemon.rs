@@ -37,14 +37,16 @@ impl Drop for Cleanup {
     }
 }
 
-/// Starts a container of `image` whose patches are skipped and whose minors wait for a
-/// review: the daemon's source of an "approval needed".
-pub fn run_for_review(name: &str, image: &str) {
+/// Starts a container of `image` in `scope` whose patches are skipped and whose minors wait
+/// for a review: the daemon's source of an "approval needed".
+pub fn run_for_review(name: &str, image: &str, scope: &str) {
     super::docker(&[
         "run",
         "-d",
         "--name",
         name,
+        "--label",
+        &super::in_scope(scope),
         "--label",
         "safe-updater.io/patch=skip",
         "--label",

@@ -13,6 +13,11 @@ use super::{Run, bin, docker, docker_host, env_var};
 /// Watchtower's scope label, which the tests' containers carry.
 pub const SCOPE_LABEL: &str = "com.centurylinklabs.watchtower.scope";
 
+/// `<scope label>=<scope>`, for `docker run --label`.
+pub fn in_scope(scope: &str) -> String {
+    format!("{SCOPE_LABEL}={scope}")
+}
+
 pub struct Scoped {
     pub dir: TempDir,
     /// The scope, also the prefix of every container name.
