@@ -666,3 +666,73 @@ fn a_kill_at_any_moment_leaves_exactly_one_running_container() {
 fn regex_escape(s: &str) -> String {
     s.replace('.', "\\\\.")
 }
+
+/// An interrupted update nobody can bring back (its engine does not answer) is a failure, not
+/// silence: `run --once` exits 1 naming it, and the daemon counts it
+/// (`safe_updater_rollbacks_total{status="error"}`) and announces it (`failed`).
+#[test]
+fn an_update_that_cannot_be_recovered_is_reported_as_a_failure() {
+    let mut env = Scoped::new("unrecovered");
+    let (hook, notes) = receiver();
+    let port = free_port();
+    env.config(&format!(
+        "daemon: {{ interval: 2s, reload_poll: 1h }}\n\
+         server: {{ listen: \"127.0.0.1:{port}\" }}\n\
+         notifications:\n  urls: [\"http://127.0.0.1:{hook}/hook\"]\n"
+    ));
+    // What a process that crashed mid-update on an engine that is now down left behind.
+    let asset = "docker/elsewhere/web";
+    {
+        let mut store = safe_updater_store::Store::open(env.state_path()).expect("state");
+        store.act_as(safe_updater_store::testing::departed_process());
+        store
+            .begin_update(&safe_updater_store::UpdateStart {
+                asset_id: asset.into(),
+                from_ref: "web:1.0.0".into(),
+                to_ref: "web:1.0.1".into(),
+                snapshot: serde_json::json!({
+                    "engine": "elsewhere", "name": "web", "id": "0123", "image": "web:1.0.0",
+                    "inspect": {}
+                }),
+                correlation_id: None,
+                actor: "cli:crashed".into(),
+                at: jiff::Timestamp::now(),
+            })
+            .expect("begin");
+    }
+    let r = env.cli(&["run", "--once"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let out = r.json();
+    let rec = &out["recovered"][0];
+    assert_eq!(rec["asset_id"], asset, "{out}");
+    assert_eq!(rec["restored"], false);
+    assert!(
+        rec["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not reachable"),
+        "{rec}"
+    );
+
+    env.spawn("watch.log", &["--log-format", "json", "watch"]);
+    wait_for("/healthz", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && http(port, "GET", "/healthz", &[], "").0 == 200
+    });
+    wait_for("the failure counted", Duration::from_secs(30), || {
+        let (_, body) = http(port, "GET", "/metrics", &[("Accept", "text/plain")], "");
+        body.lines().any(|l| {
+            l.starts_with("safe_updater_rollbacks_total")
+                && l.contains("status=\"error\"")
+                && !l.ends_with(" 0")
+        })
+    });
+    wait_for("the failure announced", Duration::from_secs(30), || {
+        notes
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|n| n["event"] == "failed" && n["asset_id"] == asset)
+    });
+    assert!(env.log("watch.log").contains("update.unrecovered"));
+}

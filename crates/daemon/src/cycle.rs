@@ -316,6 +316,13 @@ pub(crate) fn report_recoveries(shared: &Shared, store: &Store, recovered: &[Rec
             tracing::warn!(event = "update.recovered", asset_id = %r.asset_id, update = r.update_id, restored = true, detail = %r.detail, "an interrupted update was brought back");
         } else {
             tracing::error!(event = "update.unrecovered", asset_id = %r.asset_id, update = r.update_id, restored = false, detail = %r.detail, "an interrupted update could not be brought back");
+            let first = shared
+                .unrecovered
+                .lock()
+                .is_ok_and(|mut seen| seen.insert(r.update_id));
+            if !first {
+                continue;
+            }
             let asset = store.get_asset(&r.asset_id).ok().flatten();
             let (kind, namespace, name) = match &asset {
                 Some(a) => (Some(a.kind), namespace_of(a), a.name.clone()),

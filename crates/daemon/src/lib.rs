@@ -111,6 +111,9 @@ pub(crate) struct Shared {
     pub last_checked: Mutex<HashMap<String, jiff::Timestamp>>,
     /// When the audit trail was last pruned.
     pub last_pruned: Mutex<Option<jiff::Timestamp>>,
+    /// Interrupted updates already counted and announced as not recovered: each once (every
+    /// cycle tries again, and logs it).
+    pub unrecovered: std::sync::Mutex<std::collections::HashSet<i64>>,
 }
 
 fn read_secret(s: &SecretRef, env: &[(String, String)]) -> Result<Secret, String> {
@@ -279,6 +282,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         stopping: AtomicBool::new(false),
         last_checked: Mutex::new(HashMap::new()),
         last_pruned: Mutex::new(None),
+        unrecovered: std::sync::Mutex::new(std::collections::HashSet::new()),
     });
 
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
@@ -398,6 +402,24 @@ fn reload(
                     setting = "server.listen",
                     "server.listen changed; the server keeps its address until the next start"
                 );
+            }
+            // Read once at start (the channels hold their queues and their retries): say so
+            // rather than look as if the change took effect.
+            for (setting, changed) in [
+                ("notifications", new.notifications != old.notifications),
+                (
+                    "daemon.reload_poll",
+                    new.daemon.reload_poll != old.daemon.reload_poll,
+                ),
+                ("state.path", new.state_path != old.state_path),
+            ] {
+                if changed {
+                    tracing::warn!(
+                        event = "config.restart_needed",
+                        setting,
+                        "{setting} changed; it takes effect at the next start"
+                    );
+                }
             }
             match (secrets, server) {
                 (Some(live), Some(server)) => {

@@ -296,11 +296,12 @@ pub async fn apply(
             return Ok(outcome);
         }
     };
-    // Another process's update of this asset, still in its hands: leave the asset alone
-    // before touching anything (begin_update refuses too, under the write lock).
-    if let Some(busy) = busy_with(store, &asset.id)? {
-        outcome.status = ApplyStatus::Busy;
-        outcome.detail = Some(busy);
+    // Another process's update of this asset, still in its hands (leave the asset alone), or
+    // one that was cut short and is not recovered yet (nothing may start): found before
+    // anything is touched; begin_update refuses too, under the write lock.
+    if let Some((status, why)) = blocked_by(store, &asset.id)? {
+        outcome.status = status;
+        outcome.detail = Some(why);
         return Ok(outcome);
     }
     let snap = match update::snapshot(engine, &asset.name).await {
@@ -360,8 +361,11 @@ pub async fn apply(
     }) {
         Ok(id) => id,
         Err(e @ StoreError::UpdateInProgress { .. }) => {
-            outcome.status = ApplyStatus::Busy;
-            outcome.detail = Some(e.to_string());
+            // Another process began one since the check above.
+            let (status, why) =
+                blocked_by(store, &asset.id)?.unwrap_or((ApplyStatus::Busy, e.to_string()));
+            outcome.status = status;
+            outcome.detail = Some(why);
             return Ok(outcome);
         }
         Err(e) => return Err(e.into()),
@@ -504,23 +508,37 @@ pub async fn apply(
     }
 }
 
-/// Why an asset must be left alone now: another live process has an update of it in
-/// progress (`None`: nothing in progress, or only an orphan that recovery will take).
-pub fn busy_with(store: &Store, asset_id: &str) -> Result<Option<String>, EngineError> {
+/// Why no update of `asset_id` may start now, if one may not: another live process has an
+/// update of it in progress (`Busy`: leave the asset alone), or one was cut short and is not
+/// recovered yet (`Failed`: the asset is not where any snapshot would put it).
+pub fn blocked_by(
+    store: &Store,
+    asset_id: &str,
+) -> Result<Option<(ApplyStatus, String)>, EngineError> {
     let now = jiff::Timestamp::now();
     for u in store.unfinished_updates()? {
         if u.asset_id != asset_id {
             continue;
         }
-        if let Standing::Held { owner, lease_until } = standing_of(store, &u, now) {
-            return Ok(Some(format!(
-                "{asset_id} is being updated by another process: update #{} ({} → {}) is in progress, owned by {owner} (lease until {}); leaving it alone",
-                u.id.0,
-                u.from_ref,
-                u.to_ref,
-                lease_until.strftime("%Y-%m-%dT%H:%M:%SZ")
-            )));
-        }
+        return Ok(Some(match standing_of(store, &u, now) {
+            Standing::Held { owner, lease_until } => (
+                ApplyStatus::Busy,
+                format!(
+                    "{asset_id} is being updated by another process: update #{} ({} → {}) is in progress, owned by {owner} (lease until {}); leaving it alone",
+                    u.id.0,
+                    u.from_ref,
+                    u.to_ref,
+                    lease_until.strftime("%Y-%m-%dT%H:%M:%SZ")
+                ),
+            ),
+            Standing::Mine | Standing::Orphaned(_) => (
+                ApplyStatus::Failed,
+                format!(
+                    "update #{} of {asset_id} ({} → {}) was interrupted and is not recovered yet, so nothing else may start; the next run retries the recovery (see `safe-updater history {asset_id}`)",
+                    u.id.0, u.from_ref, u.to_ref
+                ),
+            ),
+        }));
     }
     Ok(None)
 }

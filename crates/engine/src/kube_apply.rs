@@ -571,7 +571,7 @@ pub async fn apply_kube(
     });
     let id = match id {
         Ok(id) => id,
-        Err(e) => return busy_or(e, asset, &new_ref),
+        Err(e) => return busy_or(store, e, asset, &new_ref),
     };
     let _lease = LeaseKeeper::start(store, id);
     let mut outcome = ApplyOutcome {
@@ -752,14 +752,17 @@ pub async fn apply_kube(
 /// Another live process's update of the asset is in progress: a `busy` outcome naming it;
 /// any other store error stops the step.
 fn busy_or(
+    store: &Store,
     e: safe_updater_store::StoreError,
     asset: &Asset,
     to: &str,
 ) -> Result<ApplyOutcome, EngineError> {
     match e {
         e @ safe_updater_store::StoreError::UpdateInProgress { .. } => {
-            let mut out = not_started(asset, to, e.to_string());
-            out.status = ApplyStatus::Busy;
+            let (status, why) = crate::apply::blocked_by(store, &asset.id)?
+                .unwrap_or((ApplyStatus::Busy, e.to_string()));
+            let mut out = not_started(asset, to, why);
+            out.status = status;
             Ok(out)
         }
         e => Err(e.into()),
@@ -957,7 +960,7 @@ pub async fn rollback_kube(
     });
     let id = match id {
         Ok(id) => id,
-        Err(e) => return busy_or(e, &asset, &last.from_ref),
+        Err(e) => return busy_or(store, e, &asset, &last.from_ref),
     };
     let _lease = LeaseKeeper::start(store, id);
     let mut outcome = ApplyOutcome {

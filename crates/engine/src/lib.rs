@@ -25,7 +25,7 @@ mod settings;
 pub mod stop;
 
 pub use apply::{
-    ApplyOutcome, ApplySettings, ApplyStatus, Recovery, apply, busy_with, pull_auth, pull_auths,
+    ApplyOutcome, ApplySettings, ApplyStatus, Recovery, apply, blocked_by, pull_auth, pull_auths,
     pull_auths_for, recover, registry_of,
 };
 pub use check::{AssetCheck, CheckReport, check, check_each, check_some};
