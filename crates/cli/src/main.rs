@@ -7,6 +7,17 @@
 //! Exit codes: 0 success; 1 a negative result or invalid input (an invalid reference, a failed
 //! audit verification, a broken config); 2 a usage error (clap's own).
 
+/// `println!` that ends the process quietly when stdout is a closed pipe (`history | head`)
+/// instead of panicking as std's does; every command prints through it.
+macro_rules! println {
+    () => {
+        $crate::output::write_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_line(format_args!($($arg)*))
+    };
+}
+
 mod approvals;
 mod context;
 mod offline;
@@ -147,8 +158,11 @@ enum Command {
 fn init_logging(global: &GlobalArgs) {
     let filter = tracing_subscriber::EnvFilter::try_new(&global.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Colour only for a person at a terminal: a log file or a pipe gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     // A second init (tests running main twice) is harmless; ignore its error.
     let _ = match global.log_format {
@@ -198,6 +212,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader of stdout went away (`| head`): what it wanted, it got.
+        Err(err) if output::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             output::print_error(format, &err);
             ExitCode::from(1)

@@ -351,6 +351,10 @@ pub fn generate_config() -> anyhow::Result<ExitCode> {
 pub struct ValidateConfigArgs {
     /// The file to check (default: --config).
     pub file: Option<PathBuf>,
+    /// Skip the checks that read this machine's environment (API tokens and webhook secrets
+    /// from variables or files): for a config that runs elsewhere.
+    #[arg(long)]
+    pub no_environment: bool,
 }
 
 pub fn validate_config(global: &GlobalArgs, args: &ValidateConfigArgs) -> anyhow::Result<ExitCode> {
@@ -363,7 +367,35 @@ pub fn validate_config(global: &GlobalArgs, args: &ValidateConfigArgs) -> anyhow
     };
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
-    match config::load(&path.display().to_string(), &text, &env_pairs()) {
+    let env = env_pairs();
+    // What `watch` refuses at start, checked by the same step.
+    let loaded = config::load(&path.display().to_string(), &text, &env).and_then(|cfg| {
+        let environment = if args.no_environment {
+            safe_updater_daemon::Environment::Skipped
+        } else {
+            safe_updater_daemon::Environment::Checked
+        };
+        let more = safe_updater_daemon::preflight(&cfg, &env, environment);
+        if more.is_empty() {
+            return Ok(cfg);
+        }
+        Err(config::ConfigError {
+            problems: more
+                .into_iter()
+                .map(|m| {
+                    let (field, message) = m.split_once(": ").unwrap_or(("", m.as_str()));
+                    config::Problem {
+                        source: path.display().to_string(),
+                        line: None,
+                        column: None,
+                        field: field.to_owned(),
+                        message: message.to_owned(),
+                    }
+                })
+                .collect(),
+        })
+    });
+    match loaded {
         Ok(_) => {
             match global.output {
                 OutputFormat::Json => {

@@ -21,12 +21,34 @@ use crate::GlobalArgs;
 use crate::context::{env_pairs, load_config, state_path};
 use crate::output::{self, OutputFormat, Reported};
 
-/// Who is acting, for the audit trail: the CLI and the login user.
+/// Who is acting, for the audit trail: the CLI and the login user (`SUDO_USER`, `USER`,
+/// `LOGNAME`, else the name of this process's user id in /etc/passwd, else `uid:N`).
 pub fn actor() -> String {
-    let user = std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "unknown".into());
+    let user = ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.trim().is_empty()))
+        .or_else(os_user)
+        .unwrap_or_else(|| "unknown".into());
     format!("cli:{user}")
+}
+
+/// The name of this process's real user id (a cron job or a container has no `USER`).
+fn os_user() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .to_owned();
+    let name = std::fs::read_to_string("/etc/passwd").ok().and_then(|p| {
+        p.lines().find_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            (f.nth(1)? == uid).then(|| name.to_owned())
+        })
+    });
+    Some(name.unwrap_or_else(|| format!("uid:{uid}")))
 }
 
 /// An id that ties together every record one command writes.
@@ -721,9 +743,8 @@ pub fn run_cycle(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<ExitCode
     }
     // An asset another process is updating is that process's: not a failure of this run. An
     // interrupted update nobody could bring back is (its service may be down).
-    let failed = |a: &safe_updater_engine::ApplyOutcome| {
-        !matches!(a.status, ApplyStatus::Succeeded | ApplyStatus::Busy)
-    };
+    let failed =
+        |a: &safe_updater_engine::ApplyOutcome| !(a.status.done() || a.status == ApplyStatus::Busy);
     let bad = report.applied.iter().any(failed)
         || report.recovered.iter().any(|r| r.failed())
         || report.scan.failed_engines() > 0
@@ -768,6 +789,11 @@ pub fn run_update(global: &GlobalArgs, args: &UpdateArgs) -> anyhow::Result<Exit
     let client = session.registry_client()?;
     let rt = runtime()?;
     let stop = crate::signals::stop_on_signals(&rt);
+    // An asset named on the command line must exist; the error names what was meant.
+    if let Some(a) = &args.asset {
+        safe_updater_engine::operator::tracked_asset(&session.store, a)
+            .map_err(|e| Reported(e.to_string()))?;
+    }
     // A Kubernetes asset named on the command line brings its own context.
     let named: Vec<&str> = args.asset.iter().map(String::as_str).collect();
     let force = contexts_of(&session.store, &named)?;
@@ -907,13 +933,11 @@ pub fn run_update(global: &GlobalArgs, args: &UpdateArgs) -> anyhow::Result<Exit
     if let Some(code) = crate::signals::exit_code() {
         return Ok(ExitCode::from(code));
     }
-    Ok(
-        if outcomes.iter().all(|o| o.status == ApplyStatus::Succeeded) {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        },
-    )
+    Ok(if outcomes.iter().all(|o| o.status.done()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn print_outcomes(
@@ -956,6 +980,8 @@ pub struct RollbackArgs {
 
 pub fn run_rollback(global: &GlobalArgs, args: &RollbackArgs) -> anyhow::Result<ExitCode> {
     let session = Session::open(global, true)?;
+    safe_updater_engine::operator::tracked_asset(&session.store, &args.asset)
+        .map_err(|e| Reported(e.to_string()))?;
     if is_kube_asset_id(&args.asset) {
         return rollback_kube(global, args, session);
     }

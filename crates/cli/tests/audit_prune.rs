@@ -380,7 +380,7 @@ fn a_broken_trail_is_not_pruned() {
 }
 
 #[test]
-fn verify_says_when_no_pruning_record_explains_a_checkpoint() {
+fn verify_fails_when_no_pruning_record_explains_a_checkpoint() {
     // Records removed behind a checkpoint by hand, not by `audit prune`.
     let (_dir, path, records) = populated();
     let conn = rusqlite::Connection::open(&path).expect("open");
@@ -395,15 +395,16 @@ fn verify_says_when_no_pruning_record_explains_a_checkpoint() {
     conn.execute("DELETE FROM audit WHERE seq <= 2", [])
         .expect("delete behind it");
     drop(conn);
-    let r = run(&path, &["audit", "verify"], 0);
+    // Not intact: the records the forged checkpoint stands for are missing.
+    let r = run(&path, &["audit", "verify"], 1);
+    let text = format!("{}{}", r.stdout, r.stderr);
     assert!(
-        r.stdout.contains(
-            "no audit.pruned record states it: the records before it were removed outside"
-        ),
-        "{}",
-        r.stdout
+        text.contains("records #1 to #2 are missing") && text.contains("no audit.pruned record"),
+        "{text}"
     );
-    let v = run(&path, &["-o", "json", "audit", "verify"], 0).json();
+    let v = run(&path, &["-o", "json", "audit", "verify"], 1).json();
     assert_eq!(v["checkpoint"]["seq"], json!(2), "{v}");
     assert_eq!(v["pruned_by"], Value::Null);
+    assert_eq!(v["ok"], json!(false), "{v}");
+    assert_eq!(v["problem"]["seq"], json!(1), "{v}");
 }

@@ -25,6 +25,7 @@ use safe_updater_registry::{Cycle, RegistryClient};
 use safe_updater_server::{InventoryLabels, PendingLabels, UpdateLabels, UpdateOutcome};
 use safe_updater_store::{Enqueued, NewQueueEntry, QueueEnd, QueueEntry, QueueState, Store};
 use tokio::sync::Semaphore;
+use tracing::Instrument as _;
 
 use crate::{Shared, Trigger};
 
@@ -97,21 +98,29 @@ pub(crate) async fn run(shared: &Arc<Shared>, cfg: &Config, scope: Scope) -> Cyc
     let now = Timestamp::now();
     let cid = format!("cycle-{}", now.as_millisecond());
     let span = tracing::info_span!("cycle", correlation_id = %cid, operation = "cycle");
-    let _enter = span.enter();
-    match run_inner(shared, cfg, scope, now, &cid).await {
+    // Instrumented, never entered across an await: the updates of a cycle interleave on one
+    // thread, and an entered span would label their lines with whichever was entered last.
+    match run_inner(shared, cfg, scope, now, &cid)
+        .instrument(span.clone())
+        .await
+    {
         Ok(summary) => {
-            tracing::info!(
-                event = "cycle.finished",
-                result = "ok",
-                checked = summary.checked,
-                applied = summary.applied,
-                duration_ms = started.elapsed().as_millis() as u64,
-                "cycle finished"
-            );
+            span.in_scope(|| {
+                tracing::info!(
+                    event = "cycle.finished",
+                    result = "ok",
+                    checked = summary.checked,
+                    applied = summary.applied,
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "cycle finished"
+                )
+            });
             summary
         }
         Err(e) => {
-            tracing::error!(event = "cycle.finished", result = "error", error = %e, "cycle failed");
+            span.in_scope(|| {
+                tracing::error!(event = "cycle.finished", result = "error", error = %e, "cycle failed")
+            });
             CycleSummary::default()
         }
     }
@@ -288,7 +297,7 @@ async fn run_inner(
                 out.push(update_one(&shared, &cfg, &specs, &auth, entry, asset, &cid).await);
             }
             out
-        });
+        }.in_current_span());
     }
     drop(slots);
     while let Some(done) = tasks.join_next().await {
@@ -592,10 +601,12 @@ async fn update_one(
     let (target, change) = (entry.target.as_str(), entry.change.as_str());
     let cid = format!("{cycle_id}-{}", asset.name);
     let span = tracing::info_span!("update", correlation_id = %cid, asset_id = %asset.id, operation = "update");
-    let _enter = span.enter();
     let labels = UpdateLabels::new(asset.kind.asset_type(), namespace_of(asset), change);
     let started = Instant::now();
-    let outcome = match apply(shared, cfg, specs, auth, entry, asset, &labels, &cid).await {
+    let outcome = match apply(shared, cfg, specs, auth, entry, asset, &labels, &cid)
+        .instrument(span.clone())
+        .await
+    {
         Ok(o) => o,
         Err(e) => ApplyOutcome {
             asset_id: asset.id.clone(),
@@ -607,15 +618,17 @@ async fn update_one(
         },
     };
     let elapsed = started.elapsed();
-    report_outcome(shared, asset, target, change, &outcome, elapsed, &cid);
-    tracing::info!(
-        event = "update.finished",
-        result = %outcome.status,
-        to = target,
-        duration_ms = elapsed.as_millis() as u64,
-        detail = outcome.detail.as_deref().unwrap_or(""),
-        "update finished"
-    );
+    span.in_scope(|| {
+        report_outcome(shared, asset, target, change, &outcome, elapsed, &cid);
+        tracing::info!(
+            event = "update.finished",
+            result = %outcome.status,
+            to = target,
+            duration_ms = elapsed.as_millis() as u64,
+            detail = outcome.detail.as_deref().unwrap_or(""),
+            "update finished"
+        );
+    });
     outcome
 }
 
@@ -712,7 +725,10 @@ pub(crate) fn report_outcome(
         ApplyStatus::RolledBack | ApplyStatus::Interrupted => {
             (Some(UpdateOutcome::RolledBack), Some(EventKind::RolledBack))
         }
-        ApplyStatus::Skipped | ApplyStatus::NotStarted | ApplyStatus::Busy => (None, None),
+        ApplyStatus::Skipped
+        | ApplyStatus::NotStarted
+        | ApplyStatus::Busy
+        | ApplyStatus::Unchanged => (None, None),
         ApplyStatus::Failed | ApplyStatus::Frozen => {
             (Some(UpdateOutcome::Failed), Some(EventKind::Failed))
         }

@@ -122,45 +122,106 @@ fn read_secret(s: &SecretRef, env: &[(String, String)]) -> Result<Secret, String
         .map_err(|e| e.to_string())
 }
 
+/// Whether the checks that read the process environment (variables, secret files) run: a
+/// config checked on another machine than the one that runs it skips them, as Vector's
+/// `validate --no-environment` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Checked,
+    Skipped,
+}
+
+/// Every problem that stops `watch` at start beyond what the config loader refuses: the
+/// notification URLs and the approve links' base, the server's address, its API tokens and
+/// webhook secrets (read, unless `environment` is skipped; two operators sharing a token).
+/// `watch` refuses to start, and a reload is refused, on any; `validate-config` reports the
+/// same list. Secrets never appear in a problem.
+pub fn preflight(cfg: &Config, env: &[(String, String)], environment: Environment) -> Vec<String> {
+    let mut problems: Vec<String> = safe_updater_notify::check_urls(&cfg.notifications.urls)
+        .into_iter()
+        .map(|p| format!("notifications.urls: {p}"))
+        .collect();
+    if let Err(e) =
+        safe_updater_notify::check_approve_base_url(cfg.notifications.approve_base_url.as_deref())
+    {
+        problems.push(format!("notifications.approve_base_url: {e}"));
+    }
+    if let Err(mut more) = compile_server(cfg, env, environment) {
+        problems.append(&mut more);
+    }
+    problems
+}
+
 fn server_config(cfg: &Config, env: &[(String, String)]) -> Result<Option<ServerConfig>, String> {
+    compile_server(cfg, env, Environment::Checked).map_err(|p| p.join("; "))
+}
+
+/// The server's settings, every problem collected. Without the environment, a secret that
+/// would be read from a variable or a file stands for itself by its reference (so two
+/// operators naming the same variable still share a token).
+fn compile_server(
+    cfg: &Config,
+    env: &[(String, String)],
+    environment: Environment,
+) -> Result<Option<ServerConfig>, Vec<String>> {
     let listen = cfg.server.listen.trim();
     if listen.is_empty() {
         return Ok(None);
     }
-    let listen: SocketAddr = listen
-        .parse()
-        .map_err(|_| format!("server.listen: '{listen}' is not an address:port"))?;
+    let mut problems = Vec::new();
+    let listen: Option<SocketAddr> = match listen.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            problems.push(format!(
+                "server.listen: '{listen}' is not an address:port (e.g. 127.0.0.1:8080)"
+            ));
+            None
+        }
+    };
+    let secret = |s: &SecretRef| -> Result<Secret, String> {
+        match (environment, s) {
+            (Environment::Skipped, SecretRef::Env(v)) => Ok(Secret::new(format!("env:{v}"))),
+            (Environment::Skipped, SecretRef::File(f)) => Ok(Secret::new(format!("file:{f}"))),
+            _ => read_secret(s, env),
+        }
+    };
     let mut tokens = Vec::new();
-    for (name, secret) in &cfg.server.tokens {
-        let secret =
-            read_secret(secret, env).map_err(|e| format!("server.tokens ({name}): {e}"))?;
-        tokens.push(ApiToken::new(name.clone(), secret));
+    for (name, s) in &cfg.server.tokens {
+        match secret(s) {
+            Ok(s) => tokens.push(ApiToken::new(name.clone(), s)),
+            Err(e) => problems.push(format!("server.tokens ({name}): {e}")),
+        }
     }
     let mut webhooks = WebhookSecrets::default();
-    for (source, secret) in &cfg.server.webhooks {
-        let secret =
-            Some(read_secret(secret, env).map_err(|e| format!("server.webhooks.{source}: {e}"))?);
+    for (source, s) in &cfg.server.webhooks {
+        let s = match secret(s) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                problems.push(format!("server.webhooks.{source}: {e}"));
+                continue;
+            }
+        };
         match source.as_str() {
-            "dockerhub" => webhooks.dockerhub = secret,
-            "github" => webhooks.github = secret,
-            "harbor" => webhooks.harbor = secret,
-            "quay" => webhooks.quay = secret,
-            _ => webhooks.distribution = secret,
+            "dockerhub" => webhooks.dockerhub = s,
+            "github" => webhooks.github = s,
+            "harbor" => webhooks.harbor = s,
+            "quay" => webhooks.quay = s,
+            _ => webhooks.distribution = s,
         }
     }
     let config = ServerConfig {
-        listen,
+        listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
         tokens,
         webhooks,
     };
-    config.validate().map_err(|problems| {
-        problems
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
-    })?;
-    Ok(Some(config))
+    if let Err(found) = config.validate() {
+        problems.extend(found.iter().map(ToString::to_string));
+    }
+    if problems.is_empty() {
+        Ok(Some(config))
+    } else {
+        Err(problems)
+    }
 }
 
 fn modified(path: &Option<PathBuf>) -> Option<SystemTime> {
@@ -188,6 +249,10 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// Runs until SIGTERM or SIGINT. Returns once every update in flight has finished.
 pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     let cfg = (options.loader)().map_err(DaemonError::Config)?;
+    let problems = preflight(&cfg, &options.env, Environment::Checked);
+    if !problems.is_empty() {
+        return Err(DaemonError::Config(problems.join("; ")));
+    }
     let mut cfg = Arc::new(cfg);
     let readiness = Readiness::new();
     let mut store = Store::open(&options.state_path).map_err(|source| DaemonError::Store {
@@ -390,6 +455,10 @@ fn reload(
     why: &str,
 ) -> Arc<Config> {
     let loaded = (options.loader)().and_then(|new| {
+        let problems = preflight(&new, &options.env, Environment::Checked);
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
         let server = server_config(&new, &options.env)?;
         Ok((new, server))
     });

@@ -46,8 +46,10 @@ pub enum ApplyStatus {
     Failed,
     /// A pre-update command declined it.
     Skipped,
-    /// It did not start (nothing to do, or something it needs is missing).
+    /// It did not start: something it needs is missing (`detail` says what).
     NotStarted,
+    /// Nothing to do: the asset already runs that very image.
+    Unchanged,
     /// Another live process is updating this asset: left alone.
     Busy,
     /// A stop (SIGINT/SIGTERM) cut it short; the previous version was restored. It says
@@ -64,6 +66,7 @@ impl ApplyStatus {
             ApplyStatus::Failed => "failed",
             ApplyStatus::Skipped => "skipped",
             ApplyStatus::NotStarted => "not_started",
+            ApplyStatus::Unchanged => "unchanged",
             ApplyStatus::Busy => "busy",
             ApplyStatus::Interrupted => "interrupted",
         }
@@ -73,8 +76,16 @@ impl ApplyStatus {
     pub fn started(self) -> bool {
         !matches!(
             self,
-            ApplyStatus::NotStarted | ApplyStatus::Busy | ApplyStatus::Skipped
+            ApplyStatus::NotStarted
+                | ApplyStatus::Busy
+                | ApplyStatus::Skipped
+                | ApplyStatus::Unchanged
         )
+    }
+
+    /// Whether the asset ends where it was asked to be.
+    pub fn done(self) -> bool {
+        matches!(self, ApplyStatus::Succeeded | ApplyStatus::Unchanged)
     }
 }
 
@@ -250,6 +261,24 @@ pub fn checks_for(asset: &Asset, rules: &[CheckRule]) -> Result<Vec<Check>, Stri
     Ok(checks)
 }
 
+/// Why the update step would refuse to run for `asset` whatever the version: health checks
+/// that cannot be prepared (a label that does not parse, a password that cannot be read) or
+/// lifecycle hook labels that do not parse. The check reads it as a fact, so a refused update
+/// is never offered as one that would run.
+pub(crate) fn update_refusal(asset: &Asset, rules: &[CheckRule]) -> Option<String> {
+    if let Err(e) = checks_for(asset, rules) {
+        return Some(format!("its health checks cannot be prepared: {e}"));
+    }
+    if asset.kind == safe_updater_core::asset::AssetKind::Container {
+        for stage in [Stage::PreUpdate, Stage::PostUpdate] {
+            if let Err(e) = lifecycle::hook(&asset.labels, stage) {
+                return Some(format!("its lifecycle hooks cannot be run: {e}"));
+            }
+        }
+    }
+    None
+}
+
 /// Updates one container to `target_tag`, verifies it, and rolls back (or freezes) on failure.
 ///
 /// A stop requested before the update begins leaves everything as it is; during the pull the
@@ -311,6 +340,27 @@ pub async fn apply(
             return Ok(outcome);
         }
     };
+    if target == asset.image {
+        // The tag it runs: only a new image behind it (the registry moved the tag) is an
+        // update. Pulling changes nothing in the container, so it may come first.
+        match update::pull(engine, &target, auth.clone()).await {
+            Ok(id) if snap.inspect().ok().and_then(|i| i.image).as_deref() == Some(id.as_str()) => {
+                outcome.status = ApplyStatus::Unchanged;
+                outcome.detail = Some(format!(
+                    "{} already runs {target} ({}); nothing to do",
+                    asset.id,
+                    id.get(..19).unwrap_or(&id)
+                ));
+                return Ok(outcome);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                outcome.status = ApplyStatus::Failed;
+                outcome.detail = Some(format!("pull of {target} failed: {e}"));
+                return Ok(outcome);
+            }
+        }
+    }
     if let Some(hook) = &pre_hook {
         // Before the update is recorded: a hook that declines leaves nothing to undo, and its
         // version is not marked as failed.

@@ -296,7 +296,7 @@ impl<'a, R: RegistryApi> Checker<'a, R> {
                 })
                 .collect();
             let current = image.tag().unwrap_or("latest").to_owned();
-            let mut facts = facts_for(store, asset, &current)?;
+            let mut facts = facts_for(store, asset, &current, &self.config.health_checks)?;
             if let (Some(running), Some(Ok(latest))) =
                 (&asset.digest, heads.get(&(key.clone(), current.clone())))
             {
@@ -357,8 +357,15 @@ impl<'a, R: RegistryApi> Checker<'a, R> {
     }
 }
 
-/// The history-derived facts: failed targets, approvals, freeze.
-pub(crate) fn facts_for(store: &Store, asset: &Asset, current: &str) -> Result<Facts, EngineError> {
+/// The history-derived facts: failed targets, approvals, freeze; and whatever keeps the
+/// update step from running for this asset (unusable health-check or hook labels), so that
+/// what `check` promises is what `update` does.
+pub(crate) fn facts_for(
+    store: &Store,
+    asset: &Asset,
+    current: &str,
+    rules: &[safe_updater_core::health::CheckRule],
+) -> Result<Facts, EngineError> {
     let failed = store
         .failed_targets(&asset.id)?
         .into_iter()
@@ -406,6 +413,9 @@ pub(crate) fn facts_for(store: &Store, asset: &Asset, current: &str) -> Result<F
         }
     }
     let snoozed_until = overrides.and_then(|o| o.snooze).map(|s| (s.until, s.by));
+    if blocked.is_none() {
+        blocked = crate::apply::update_refusal(asset, rules);
+    }
     Ok(Facts {
         current: current.to_owned(),
         failed,

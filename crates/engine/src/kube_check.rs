@@ -242,7 +242,7 @@ async fn check_release(
             tag: a.tag,
         })
         .collect();
-    let facts = facts_for(store, asset, &extra.chart_version)?;
+    let facts = facts_for(store, asset, &extra.chart_version, &config.health_checks)?;
     let policy = config.policy.resolve_asset(asset);
     let evaluation = evaluate(&policy, &facts, &available, now);
     record_decisions(store, asset, &evaluation, now, actor, correlation_id)?;

@@ -259,9 +259,81 @@ fn check_reason(reason: Option<&str>) -> Result<Option<String>, OperatorError> {
 }
 
 fn existing_asset(store: &Store, asset_id: &str) -> Result<Asset, OperatorError> {
-    store
-        .get_asset(asset_id)?
-        .ok_or_else(|| OperatorError::NotFound(format!("no tracked asset has the id {asset_id}")))
+    tracked_asset(store, asset_id)
+}
+
+/// The tracked asset with this id; `NotFound` naming the closest ids when there is none (a
+/// bare container name, a typo), so the operator sees what they meant.
+pub fn tracked_asset(store: &Store, asset_id: &str) -> Result<Asset, OperatorError> {
+    if let Some(a) = store.get_asset(asset_id)? {
+        return Ok(a);
+    }
+    let close = close_ids(store, asset_id)?;
+    let hint = if close.is_empty() {
+        "; see `safe-updater list-assets` (run `safe-updater scan` first if it is new)".to_owned()
+    } else {
+        format!("; did you mean {}?", close.join(", "))
+    };
+    Err(OperatorError::NotFound(format!(
+        "no tracked asset has the id {asset_id}{hint}"
+    )))
+}
+
+/// Up to three asset ids close to `given`: the same name, a name or id containing it, or
+/// within a few edits of it.
+fn close_ids(store: &Store, given: &str) -> Result<Vec<String>, OperatorError> {
+    let given_lower = given.to_ascii_lowercase();
+    let tail = given_lower
+        .rsplit('/')
+        .next()
+        .unwrap_or(&given_lower)
+        .to_owned();
+    let mut scored: Vec<(usize, String)> = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.list_assets_page(&Default::default(), after.as_deref(), 512)?;
+        let last = page.last().map(|a| a.id.clone());
+        for a in &page {
+            let id = a.id.to_ascii_lowercase();
+            let name = a.name.to_ascii_lowercase();
+            let score = if name == tail {
+                0
+            } else if id.contains(&given_lower) || name.contains(&tail) {
+                1
+            } else {
+                let d = edit_distance(&id, &given_lower).min(edit_distance(&name, &tail));
+                if d > 3 {
+                    continue;
+                }
+                1 + d
+            };
+            scored.push((score, a.id.clone()));
+        }
+        if page.len() < 512 {
+            break;
+        }
+        after = last;
+    }
+    scored.sort();
+    Ok(scored.into_iter().take(3).map(|(_, id)| id).collect())
+}
+
+/// Levenshtein distance, for suggestions only (short strings).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (prev + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            prev = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 /// Answers a pending review: the candidate may proceed, in its update window, on the next
@@ -578,8 +650,10 @@ pub fn operator_state(
     })
 }
 
-/// Reads a snooze end as operators write it: an RFC 3339 time (`2026-12-01T00:00:00Z`) or a
-/// duration from `now` (`7d`, `12h`, `1w`, `2d 6h`; a day is 24 hours).
+/// Reads a snooze end as operators write it: an RFC 3339 time (`2026-12-01T00:00:00Z`), a
+/// date or date and time (`2026-12-24`, `2026-12-24 09:00`, UTC), `tomorrow` or a weekday
+/// (`monday`: the next one; both at 00:00 UTC), or a duration from `now` (`7d`, `12h`, `1w`,
+/// `2d 6h`; a day is 24 hours).
 pub fn parse_until(text: &str, now: Timestamp) -> Result<Timestamp, OperatorError> {
     let text = text.trim();
     if let Ok(t) = text.parse::<Timestamp>() {
@@ -587,9 +661,36 @@ pub fn parse_until(text: &str, now: Timestamp) -> Result<Timestamp, OperatorErro
     }
     let invalid = || {
         OperatorError::Invalid(format!(
-            "{text:?} is neither a time like 2026-12-01T00:00:00Z nor a duration like 7d or 12h"
+            "{text:?} is not a time: write 2026-12-24, 2026-12-24 09:00, tomorrow, monday, a duration like 7d or 12h, or 2026-12-01T00:00:00Z"
         ))
     };
+    let utc = jiff::tz::TimeZone::UTC;
+    let today = now.to_zoned(utc.clone()).date();
+    let midnight = |d: jiff::civil::Date| {
+        d.to_zoned(utc.clone())
+            .map(|z| z.timestamp())
+            .map_err(|_| invalid())
+    };
+    let lower = text.to_ascii_lowercase();
+    if lower == "tomorrow" {
+        return midnight(today.tomorrow().map_err(|_| invalid())?);
+    }
+    if let Some(day) = weekday(&lower) {
+        let mut d = today.tomorrow().map_err(|_| invalid())?;
+        while d.weekday() != day {
+            d = d.tomorrow().map_err(|_| invalid())?;
+        }
+        return midnight(d);
+    }
+    if let Ok(d) = text.parse::<jiff::civil::Date>() {
+        return midnight(d);
+    }
+    if let Ok(dt) = text.replacen(' ', "T", 1).parse::<jiff::civil::DateTime>() {
+        return dt
+            .to_zoned(utc)
+            .map(|z| z.timestamp())
+            .map_err(|_| invalid());
+    }
     let span: Span = text.parse().map_err(|_| invalid())?;
     let d: SignedDuration = span
         .to_duration(SpanRelativeTo::days_are_24_hours())
@@ -598,6 +699,20 @@ pub fn parse_until(text: &str, now: Timestamp) -> Result<Timestamp, OperatorErro
         return Err(invalid());
     }
     now.checked_add(d).map_err(|_| invalid())
+}
+
+fn weekday(name: &str) -> Option<jiff::civil::Weekday> {
+    use jiff::civil::Weekday::*;
+    Some(match name {
+        "monday" | "mon" => Monday,
+        "tuesday" | "tue" => Tuesday,
+        "wednesday" | "wed" => Wednesday,
+        "thursday" | "thu" => Thursday,
+        "friday" | "fri" => Friday,
+        "saturday" | "sat" => Saturday,
+        "sunday" | "sun" => Sunday,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -644,7 +759,22 @@ mod tests {
             parse_until("2d 6h", now()).expect("2d 6h"),
             "2026-11-24T18:00:00Z".parse::<Timestamp>().expect("t")
         );
-        for bad in ["soon", "", "-3d", "0s", "2026-13-01"] {
+        // 2026-11-22 is a Sunday.
+        for (text, want) in [
+            ("tomorrow", "2026-11-23T00:00:00Z"),
+            ("Monday", "2026-11-23T00:00:00Z"),
+            ("sunday", "2026-11-29T00:00:00Z"),
+            ("fri", "2026-11-27T00:00:00Z"),
+            ("2026-12-24", "2026-12-24T00:00:00Z"),
+            ("2026-12-24 09:30", "2026-12-24T09:30:00Z"),
+        ] {
+            assert_eq!(
+                parse_until(text, now()).expect(text),
+                want.parse::<Timestamp>().expect("t"),
+                "{text}"
+            );
+        }
+        for bad in ["soon", "", "-3d", "0s", "2026-13-01", "someday"] {
             assert!(
                 matches!(parse_until(bad, now()), Err(OperatorError::Invalid(_))),
                 "{bad}"

@@ -95,6 +95,6 @@ pub use channel::{Channel, UrlError, split_urls};
 pub use event::{Event, EventKind};
 pub use notifier::{
     ChannelStats, Counts, DeliveryReport, FlushReport, Notifier, NotifyError, NotifyOptions,
-    NotifyStats, UrlProblem, check_urls,
+    NotifyStats, UrlProblem, check_approve_base_url, check_urls,
 };
 pub use send::SendError;

@@ -84,6 +84,25 @@ fn join_lines(problems: &[UrlProblem]) -> String {
         .join("\n")
 }
 
+/// The approve links' base (`notifications.approve_base_url`), checked: an http(s) URL, or
+/// none when empty.
+pub fn check_approve_base_url(base: Option<&str>) -> Result<Option<String>, NotifyError> {
+    match base {
+        Some(b) if !b.trim().is_empty() => {
+            let probe = b.replace("{asset_id}", "x").replace("{to}", "x");
+            let u =
+                Url::parse(probe.trim()).map_err(|e| NotifyError::ApproveBaseUrl(e.to_string()))?;
+            if !matches!(u.scheme(), "http" | "https") {
+                return Err(NotifyError::ApproveBaseUrl(
+                    "must be an http or https URL".into(),
+                ));
+            }
+            Ok(Some(b.trim().to_owned()))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Every problem of a list of channel URLs, for a `validate` command; empty when all parse.
 pub fn check_urls(urls: &[String]) -> Vec<UrlProblem> {
     urls.iter()
@@ -238,20 +257,7 @@ impl Notifier {
 
     /// A notifier for channels already parsed (e.g. with an endpoint override).
     pub fn new(channels: Vec<Channel>, opts: NotifyOptions) -> Result<Notifier, NotifyError> {
-        let approve_base = match &opts.approve_base_url {
-            Some(b) if !b.trim().is_empty() => {
-                let probe = b.replace("{asset_id}", "x").replace("{to}", "x");
-                let u = Url::parse(probe.trim())
-                    .map_err(|e| NotifyError::ApproveBaseUrl(e.to_string()))?;
-                if !matches!(u.scheme(), "http" | "https") {
-                    return Err(NotifyError::ApproveBaseUrl(
-                        "must be an http or https URL".into(),
-                    ));
-                }
-                Some(b.trim().to_owned())
-            }
-            _ => None,
-        };
+        let approve_base = check_approve_base_url(opts.approve_base_url.as_deref())?;
         let pending = Arc::new(watch::Sender::new(0usize));
         let mut lanes = Vec::with_capacity(channels.len());
         let mut sender = None;

@@ -191,8 +191,61 @@ fn count_in(conn: &Connection) -> rusqlite::Result<u64> {
 }
 
 /// Refuses to prune a trail that does not verify: pruning would delete the evidence.
+/// The whole verification: the chain (from its checkpoint), and that the checkpoint it starts
+/// from is stated by an `audit.pruned` record. A checkpoint no such record states is a prefix
+/// deleted behind a forged or copied checkpoint (the triggers allow deleting what a checkpoint
+/// covers): the records it stands for are missing, whatever the chain from it says.
+fn verify_full(conn: &Connection, label: &str) -> Result<AuditVerification> {
+    let op = "verify the audit trail";
+    let mut report = verify_in(conn, label)?;
+    let checkpoint = starting_checkpoint(conn).during(label, op)?;
+    let pruned_by = match &checkpoint {
+        None => None,
+        Some(c) => conn
+            .query_row(
+                "SELECT seq FROM audit WHERE action = ?1 \
+                 AND json_extract(details, '$.up_to_seq') = ?2 \
+                 AND json_extract(details, '$.up_to_hash') = ?3 ORDER BY seq LIMIT 1",
+                params![PRUNED_ACTION, u64_to_sql(c.seq).during(label, op)?, c.hash],
+                |row| u64_col(row, 0),
+            )
+            .optional()
+            .during(label, op)?,
+    };
+    if let Some(c) = &checkpoint
+        && pruned_by.is_none()
+        && report.problem.is_none()
+    {
+        let before: Option<u64> = conn
+            .query_row(
+                "SELECT max(seq) FROM audit_checkpoints WHERE seq < ?1",
+                [u64_to_sql(c.seq).during(label, op)?],
+                |row| row.get::<_, Option<i64>>(0),
+            )
+            .during(label, op)?
+            .and_then(|s| u64::try_from(s).ok());
+        let first_missing = before.map_or(1, |b| b + 1);
+        report.ok = false;
+        report.problem = Some(audit::VerifyProblem {
+            seq: first_missing,
+            kind: audit::ProblemKind::Missing,
+            message: format!(
+                "records #{first_missing} to #{} are missing: checkpoint #{} stands for them, but \
+                 no audit.pruned record states their removal, so they were deleted outside \
+                 `safe-updater audit prune`",
+                c.seq, c.seq
+            ),
+        });
+    }
+    Ok(AuditVerification {
+        report,
+        checkpoint,
+        pruned_by,
+    })
+}
+
 fn require_intact(conn: &Connection, label: &str) -> Result<()> {
-    let report = verify_in(conn, label)?;
+    let report = verify_full(conn, label)?.report;
     match report.problem {
         None => Ok(()),
         Some(p) => Err(StoreError::AuditPruneRefused {
@@ -394,7 +447,7 @@ impl Store {
     /// Checks the whole trail, reading it in seq order with constant memory. A trail that
     /// starts after seq 1 must link to the checkpoint just before it.
     pub fn verify_audit(&self) -> Result<VerifyReport> {
-        verify_in(&self.conn, &self.label)
+        Ok(verify_full(&self.conn, &self.label)?.report)
     }
 
     /// Writes the whole trail to `out` in seq order, streaming. Returns how many records were
@@ -655,27 +708,9 @@ impl Store {
         let label = &self.label;
         let op = "verify the audit trail";
         let tx = self.conn.unchecked_transaction().during(label, op)?;
-        let report = verify_in(&tx, label)?;
-        let checkpoint = starting_checkpoint(&tx).during(label, op)?;
-        let pruned_by = match &checkpoint {
-            None => None,
-            Some(c) => tx
-                .query_row(
-                    "SELECT seq FROM audit WHERE action = ?1 \
-                     AND json_extract(details, '$.up_to_seq') = ?2 \
-                     AND json_extract(details, '$.up_to_hash') = ?3 ORDER BY seq LIMIT 1",
-                    params![PRUNED_ACTION, u64_to_sql(c.seq).during(label, op)?, c.hash],
-                    |row| u64_col(row, 0),
-                )
-                .optional()
-                .during(label, op)?,
-        };
+        let v = verify_full(&tx, label)?;
         tx.finish().during(label, op)?;
-        Ok(AuditVerification {
-            report,
-            checkpoint,
-            pruned_by,
-        })
+        Ok(v)
     }
 
     pub(crate) fn all_audit_checkpoints(&self) -> Result<Vec<AuditCheckpoint>> {

@@ -185,6 +185,20 @@ fn removing_the_tail_changes_the_head() {
 
 #[test]
 fn a_pruned_trail_verifies_from_its_checkpoint() {
+    let (_dir, path, _records) = store_with(6);
+    let mut s = Store::open(&path).expect("open");
+    // Records 1..=3 are older than at(4): pruned behind checkpoint 3, stated by #7.
+    prune_at(&mut s, 4, 100);
+    let report = s.verify_audit().expect("verify");
+    assert!(report.ok, "{report}");
+    assert_eq!(report.checked, 4);
+    // Appending continues the chain.
+    assert_eq!(s.append_audit(event(8)).expect("append").seq, 8);
+    assert!(s.verify_audit().expect("verify").ok);
+}
+
+#[test]
+fn a_prefix_deleted_by_hand_behind_a_checkpoint_does_not_verify() {
     let (_dir, path, records) = store_with(6);
     let conn = raw(&path);
     drop_triggers(&conn);
@@ -194,15 +208,19 @@ fn a_pruned_trail_verifies_from_its_checkpoint() {
     )
     .expect("checkpoint");
     conn.execute("DELETE FROM audit WHERE seq <= 3", [])
-        .expect("prune");
+        .expect("delete");
     drop(conn);
     let mut s = Store::open(&path).expect("open");
     let report = s.verify_audit().expect("verify");
-    assert!(report.ok, "{report}");
-    assert_eq!(report.checked, 3);
-    // Appending continues the chain.
-    assert_eq!(s.append_audit(event(7)).expect("append").seq, 7);
-    assert!(s.verify_audit().expect("verify").ok);
+    assert!(!report.ok, "{report}");
+    let p = report.problem.expect("problem");
+    assert_eq!((p.seq, p.kind), (1, ProblemKind::Missing), "{p}");
+    // And pruning refuses to cover it up with a checkpoint and record of its own.
+    let refused = s.prune_audit(at(6), at(100), "cli:alice", None);
+    assert!(
+        matches!(refused, Err(StoreError::AuditPruneRefused { .. })),
+        "{refused:?}"
+    );
 }
 
 #[test]
@@ -671,9 +689,10 @@ fn tampering_after_pruning_is_still_detected() {
 }
 
 #[test]
-fn records_deleted_behind_a_checkpoint_without_pruning_have_no_pruning_record() {
+fn records_deleted_behind_a_forged_checkpoint_fail_verification() {
     // Deleting up to a checkpoint by hand passes the trigger (that is what pruning does), and
-    // the chain verifies; what is missing is the audit.pruned record that prune_audit writes.
+    // the chain from the checkpoint verifies; but no audit.pruned record states the deletion,
+    // so the trail is not intact: the first record deleted is named.
     let (_dir, path, records) = store_with(6);
     let conn = raw(&path);
     conn.execute(
@@ -688,9 +707,41 @@ fn records_deleted_behind_a_checkpoint_without_pruning_have_no_pruning_record() 
         .expect("open")
         .verify_audit_trail()
         .expect("verify");
-    assert!(v.report.ok, "{}", v.report);
+    assert!(!v.report.ok, "{}", v.report);
+    let p = v.report.problem.clone().expect("a problem");
+    assert_eq!((p.seq, p.kind), (1, ProblemKind::Missing), "{p}");
+    assert!(p.message.contains("no audit.pruned record"), "{p}");
     assert_eq!(v.checkpoint.map(|c| c.seq), Some(3));
     assert_eq!(v.pruned_by, None);
+}
+
+#[test]
+fn a_forged_deletion_after_a_real_pruning_names_the_first_record_it_removed() {
+    let (_dir, path, _) = store_with(10);
+    let mut s = Store::open(&path).expect("open");
+    // A real pruning of 1..=5 (checkpoint 5, audit.pruned appended as #11).
+    prune_at(&mut s, 6, 1000);
+    let all = s.audit_records(0, 100).expect("records");
+    assert!(s.verify_audit_trail().expect("verify").report.ok);
+    drop(s);
+    // Then records 6..=8 deleted behind a checkpoint with record 8's real hash.
+    let eight = all.iter().find(|r| r.seq == 8).expect("record 8");
+    let conn = raw(&path);
+    conn.execute(
+        "INSERT INTO audit_checkpoints (seq, hash, created_at) VALUES (8, ?1, ?2)",
+        [eight.hash.as_str(), "2024-05-02T00:00:00.000000000Z"],
+    )
+    .expect("checkpoint");
+    conn.execute("DELETE FROM audit WHERE seq <= 8", [])
+        .expect("delete behind it");
+    drop(conn);
+    let v = Store::open(&path)
+        .expect("open")
+        .verify_audit_trail()
+        .expect("verify");
+    assert!(!v.report.ok, "{}", v.report);
+    let p = v.report.problem.expect("a problem");
+    assert_eq!((p.seq, p.kind), (6, ProblemKind::Missing), "{p}");
 }
 
 #[test]
