@@ -155,8 +155,45 @@ enum Command {
     Watch(watch::WatchArgs),
 }
 
+/// Libraries whose debug and trace output holds what must never be logged (the Docker
+/// engine's answers carry containers' environment values, HTTP clients print headers): held
+/// at `warn` whatever level is asked for.
+const QUIET_LIBRARIES: &[&str] = &[
+    "bollard",
+    "hyper",
+    "hyper_util",
+    "reqwest",
+    "h2",
+    "kube",
+    "kube_client",
+    "tower",
+    "rustls",
+    "tungstenite",
+];
+
+/// The tracing filter for `--log-level`: a plain level applies to safe-updater's own crates
+/// (others stay at `warn`); a filter expression is taken as written; either way the
+/// libraries above stay at `warn`.
+fn log_filter(level: &str) -> String {
+    let level = level.trim();
+    let own = if ["error", "warn", "info", "debug", "trace", "off"]
+        .contains(&level.to_ascii_lowercase().as_str())
+    {
+        format!(
+            "warn,safe_updater={level},safe_updater_core={level},safe_updater_store={level},safe_updater_registry={level},safe_updater_docker={level},safe_updater_engine={level},safe_updater_kube={level},safe_updater_notify={level},safe_updater_server={level},safe_updater_daemon={level}"
+        )
+    } else {
+        level.to_owned()
+    };
+    let quiet: Vec<String> = QUIET_LIBRARIES
+        .iter()
+        .map(|l| format!("{l}=warn"))
+        .collect();
+    format!("{own},{}", quiet.join(","))
+}
+
 fn init_logging(global: &GlobalArgs) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&global.log_level)
+    let filter = tracing_subscriber::EnvFilter::try_new(log_filter(&global.log_level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     // Colour only for a person at a terminal: a log file or a pipe gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -68,7 +68,14 @@ pub fn list_assets(global: &GlobalArgs, args: &ListAssetsArgs) -> anyhow::Result
         location: args.location.clone(),
         name_contains: args.name.clone(),
     };
-    let assets = store.list_assets(&filter).context("cannot list assets")?;
+    let mut assets = store.list_assets(&filter).context("cannot list assets")?;
+    // Labels and annotations may hold URLs with credentials (a health-check URL): shown
+    // masked. The store keeps them as the engine reported them.
+    for a in &mut assets {
+        for v in a.labels.values_mut().chain(a.annotations.values_mut()) {
+            *v = safe_updater_core::redact::urls_in(v);
+        }
+    }
     match global.output {
         OutputFormat::Json => output::json(&assets)?,
         OutputFormat::Table => {

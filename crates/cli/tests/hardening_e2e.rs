@@ -334,3 +334,79 @@ fn the_operator_is_named_and_snoozes_read_as_people_write_them() {
         assert_eq!(r.code, 0, "{when}: {r:?}");
     }
 }
+
+/// Secrets planted where users put them — a password and a token in a health-check URL, a
+/// password in a container's environment — appear in no output of an update run at trace
+/// level: not the outcome, the log, `history`, the audit trail or `state export`.
+#[test]
+fn no_planted_secret_leaves_through_an_output() {
+    let mut env = Scoped::new("secrets");
+    env.config("health: { window: 3s, interval: 500ms, failure_threshold: 2 }\n");
+    let url = "http://probe:planted-url-pass@{host_ip:8080/tcp}:{host_port:8080/tcp}/missing?token=planted-url-token&x=1";
+    env.start(
+        "web",
+        "1.0.0",
+        &[
+            "-p",
+            "127.0.0.1::8080",
+            "-e",
+            "DB_PASSWORD=planted-env-password",
+            "--label",
+            &format!("safe-updater.io/health-url={url}"),
+        ],
+    );
+    let id = env.id("web");
+    let trace = |args: &[&str]| {
+        let mut all = vec!["--log-level", "trace", "--log-format", "json"];
+        all.extend_from_slice(args);
+        env.cli(&all)
+    };
+    let mut outputs = Vec::new();
+    for args in [
+        vec!["scan"],
+        vec!["check"],
+        vec!["update", id.as_str(), "--to", "1.0.1"],
+        vec!["history"],
+        vec!["audit", "export"],
+        vec!["state", "export"],
+        vec!["list-assets"],
+    ] {
+        let r = trace(&args);
+        let mut stdout = r.stdout.clone();
+        if args == ["state", "export"] {
+            // A backup holds what restoring needs: each update's snapshot of the container
+            // (its environment included) and the assets' labels as the engine reported them.
+            // What the product wrote itself — errors, decisions, the audit trail — is checked.
+            let mut dump: Value = serde_json::from_str(&stdout).expect("a dump");
+            for u in dump["updates"].as_array_mut().expect("updates") {
+                u["snapshot"] = Value::Null;
+            }
+            for a in dump["assets"].as_array_mut().expect("assets") {
+                a["labels"] = Value::Null;
+            }
+            stdout = dump.to_string();
+        }
+        outputs.push((args.join(" "), format!("{stdout}\n{}", r.stderr)));
+    }
+    let update = &outputs[2].1;
+    assert!(
+        update.contains("rolled_back"),
+        "the check failed the update: {update}"
+    );
+    assert!(
+        update.contains("http://***@") && update.contains("token=***"),
+        "the URL is shown, masked: {update}"
+    );
+    for (what, text) in &outputs {
+        for planted in [
+            "planted-url-pass",
+            "planted-url-token",
+            "planted-env-password",
+        ] {
+            assert!(
+                !text.contains(planted),
+                "`{what}` printed {planted}:\n{text}"
+            );
+        }
+    }
+}

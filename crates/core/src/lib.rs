@@ -13,6 +13,7 @@ pub mod decide;
 pub mod health;
 pub mod lease;
 pub mod policy;
+pub mod redact;
 pub mod reference;
 pub mod scope;
 pub mod semver;

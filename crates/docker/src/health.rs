@@ -24,6 +24,8 @@ use futures_util::StreamExt;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use safe_updater_core::redact;
+
 use crate::engine::Engine;
 
 /// What the Docker check observes of a container whose image has no HEALTHCHECK.
@@ -48,7 +50,8 @@ impl Check {
     pub fn label(&self) -> String {
         match self {
             Check::Docker => "docker".to_owned(),
-            Check::Http(h) => format!("http {} {}", h.method, h.url),
+            // The URL may carry a password or a token: never shown.
+            Check::Http(h) => format!("http {} {}", h.method, redact::url(&h.url)),
             Check::Tcp(t) => format!("tcp {}:{}", t.host, t.port),
             Check::Exec(e) => format!("exec {}", e.cmd.join(" ")),
         }
@@ -100,7 +103,7 @@ impl HttpCheck {
 impl fmt::Debug for HttpCheck {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpCheck")
-            .field("url", &self.url)
+            .field("url", &redact::url(&self.url))
             .field("method", &self.method)
             .field(
                 "headers",
@@ -664,15 +667,20 @@ pub async fn http_probe(h: &HttpCheck, url: &str) -> (bool, String) {
     match tokio::time::timeout(h.timeout, run).await {
         Err(_) => (
             false,
-            format!("{url}: no answer within {}s", h.timeout.as_secs_f64()),
+            format!(
+                "{}: no answer within {}s",
+                redact::url(url),
+                h.timeout.as_secs_f64()
+            ),
         ),
         Ok(Err(e)) => {
             let what = if e.is_timeout() {
                 format!("no answer within {}s", h.timeout.as_secs_f64())
             } else {
-                error_chain(&e)
+                // The client's own messages name the URL, userinfo and query included.
+                redact::urls_in(&error_chain(&e))
             };
-            (false, format!("{url}: {what}"))
+            (false, format!("{}: {what}", redact::url(url)))
         }
         Ok(Ok((status, body))) => {
             let status_ok = h.expected_status.contains(&status);

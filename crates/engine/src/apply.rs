@@ -611,6 +611,8 @@ impl Run<'_, '_> {
         end: UpdateOutcome,
         why: Option<String>,
     ) -> Result<ApplyOutcome, EngineError> {
+        // What ends up in history and the audit trail for good: no URL's secret parts.
+        let why = why.map(|w| safe_updater_core::redact::urls_in(&w));
         match self.store.finish_update(
             self.id,
             end,

@@ -170,7 +170,7 @@ pub fn kube_probes(
             Check::Http(h) if h.url.contains('{') => {
                 return Err(format!(
                     "{}: placeholders name a Docker container's address; a check of a Kubernetes asset needs a literal URL (a Service or an Ingress)",
-                    h.url
+                    safe_updater_core::redact::url(&h.url)
                 ));
             }
             Check::Tcp(t) if t.host.contains('{') => {

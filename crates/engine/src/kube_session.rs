@@ -45,7 +45,7 @@ pub struct ChartRepo {
 impl std::fmt::Debug for ChartRepo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChartRepo")
-            .field("url", &self.entry.url)
+            .field("url", &safe_updater_core::redact::url(&self.entry.url))
             .field("username", &self.entry.username)
             .finish_non_exhaustive()
     }
@@ -90,7 +90,12 @@ fn read_chart_secret(
         return Ok(None);
     };
     let value = crate::settings::resolve_secret(secret, &crate::settings::env_lookup(env))
-        .map_err(|e| EngineError::Kube(format!("chart repository {}: {e}", entry.url)))?;
+        .map_err(|e| {
+            EngineError::Kube(safe_updater_core::redact::urls_in(&format!(
+                "chart repository {}: {e}",
+                entry.url
+            )))
+        })?;
     Ok(Some(Secret::new(value)))
 }
 
