@@ -197,6 +197,11 @@ async fn run_inner(
     .await
     .map_err(|e| e.to_string())?;
     drop(cycle);
+    for (registry, counts) in client.registry_requests() {
+        shared
+            .metrics
+            .registry_requests(&registry, counts.total(), counts.errors);
+    }
     let checked = tally.checked.len();
     for id in std::mem::take(&mut tally.checked) {
         last.insert(id, now);

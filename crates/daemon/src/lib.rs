@@ -114,6 +114,31 @@ pub(crate) struct Shared {
     /// Interrupted updates already counted and announced as not recovered: each once (every
     /// cycle tries again, and logs it).
     pub unrecovered: std::sync::Mutex<std::collections::HashSet<i64>>,
+    /// The notifier's counts already added to the metrics, by (channel, result).
+    pub notified: std::sync::Mutex<HashMap<(String, &'static str), u64>>,
+}
+
+/// Adds to the metrics what the notification channels delivered, failed or dropped since the
+/// last call (the channels send in the background; this runs on the daemon's poll tick).
+fn record_notifications(shared: &Shared) {
+    let Ok(mut seen) = shared.notified.lock() else {
+        return;
+    };
+    for ch in shared.notifier.stats().channels {
+        for (result, now) in [
+            ("delivered", ch.counts.delivered),
+            ("failed", ch.counts.failed),
+            ("dropped", ch.counts.dropped),
+        ] {
+            let before = seen.entry((ch.channel.clone(), result)).or_insert(0);
+            if now > *before {
+                shared
+                    .metrics
+                    .notifications(&ch.channel, result, now - *before);
+                *before = now;
+            }
+        }
+    }
 }
 
 fn read_secret(s: &SecretRef, env: &[(String, String)]) -> Result<Secret, String> {
@@ -348,6 +373,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         last_checked: Mutex::new(HashMap::new()),
         last_pruned: Mutex::new(None),
         unrecovered: std::sync::Mutex::new(std::collections::HashSet::new()),
+        notified: std::sync::Mutex::new(HashMap::new()),
     });
 
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
@@ -408,6 +434,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
                 next_cycle = next_cycle.min(tokio::time::Instant::now() + cfg.daemon.interval);
             }
             _ = poll.tick() => {
+                record_notifications(&shared);
                 let now_seen = modified(&options.config_path);
                 if now_seen != config_seen {
                     config_seen = now_seen;
@@ -430,6 +457,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         let _ = h.await;
     }
     let report = notifier.flush(Duration::from_secs(10)).await;
+    record_notifications(&shared);
     if report.pending > 0 {
         tracing::warn!(
             event = "notify.unsent",

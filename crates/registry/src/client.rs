@@ -223,6 +223,16 @@ impl RegistryClient {
             .unwrap_or_default()
     }
 
+    /// The requests sent to each registry contacted so far, by registry name.
+    pub fn registry_requests(&self) -> Vec<(String, RequestCounts)> {
+        let mut out: Vec<(String, RequestCounts)> = lock(&self.inner.registries)
+            .iter()
+            .map(|(name, st)| (name.clone(), st.counters.snapshot()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     /// Starts a new cycle: registries halted for their rate-limit reserve may be contacted
     /// again, and credentials are looked up afresh. Tokens and the platform cache are kept.
     pub fn begin_cycle(&self) {
@@ -931,6 +941,20 @@ impl RegistryClient {
     /// errors, timeouts and 5xx; `Retry-After` on 429, bounded; the registry's concurrency
     /// limit around each attempt; rate-limit headers observed on every answer.
     async fn send(
+        &self,
+        ctx: &Ctx<'_>,
+        request: reqwest::Request,
+        read_body: bool,
+    ) -> Result<Reply, RegistryError> {
+        let sent = self.send_with_retries(ctx, request, read_body).await;
+        if sent.is_err() {
+            self.inner.counters.failed();
+            ctx.st.counters.failed();
+        }
+        sent
+    }
+
+    async fn send_with_retries(
         &self,
         ctx: &Ctx<'_>,
         request: reqwest::Request,

@@ -21,6 +21,8 @@ pub struct RequestCounts {
     pub retries: u64,
     /// Answers with HTTP 429.
     pub throttled: u64,
+    /// Requests that ended in an error after their retries (what the caller saw fail).
+    pub errors: u64,
 }
 
 impl RequestCounts {
@@ -39,6 +41,7 @@ impl RequestCounts {
             get_blob: self.get_blob.saturating_sub(earlier.get_blob),
             retries: self.retries.saturating_sub(earlier.retries),
             throttled: self.throttled.saturating_sub(earlier.throttled),
+            errors: self.errors.saturating_sub(earlier.errors),
         }
     }
 }
@@ -62,6 +65,7 @@ pub(crate) struct Counters {
     get_blob: AtomicU64,
     retries: AtomicU64,
     throttled: AtomicU64,
+    errors: AtomicU64,
 }
 
 impl Counters {
@@ -83,6 +87,10 @@ impl Counters {
         self.throttled.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn failed(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> RequestCounts {
         RequestCounts {
             token: self.token.load(Ordering::Relaxed),
@@ -92,6 +100,7 @@ impl Counters {
             get_blob: self.get_blob.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
             throttled: self.throttled.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
         }
     }
 }

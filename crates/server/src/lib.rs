@@ -316,7 +316,9 @@ async fn metrics_handler<B: Backend>(
     }
 }
 
-/// OpenMetrics unless the client accepts `text/plain` and not OpenMetrics.
+/// The Prometheus text format (0.0.4) unless the client asks for OpenMetrics, as the
+/// Prometheus client libraries do: `curl /metrics | promtool check metrics` works, and
+/// Prometheus itself (which asks for OpenMetrics first) gets OpenMetrics.
 fn wants_prometheus_text(headers: &HeaderMap) -> bool {
     let accept: String = headers
         .get_all(header::ACCEPT)
@@ -325,7 +327,7 @@ fn wants_prometheus_text(headers: &HeaderMap) -> bool {
         .collect::<Vec<_>>()
         .join(",")
         .to_ascii_lowercase();
-    !accept.contains("application/openmetrics-text") && accept.contains("text/plain")
+    !accept.contains("application/openmetrics-text")
 }
 
 async fn not_found() -> ApiError {

@@ -180,10 +180,27 @@ struct Inner {
     pending_updates: Family<PendingLabels, Gauge>,
     oldest_pending_approval: FloatGauge,
     webhook_events: Family<WebhookLabels, Counter>,
+    registry_requests: Family<RegistryLabels, Counter>,
+    registry_errors: Family<RegistryLabels, Counter>,
+    notifications: Family<NotificationLabels, Counter>,
     // The label sets set last time, so that a set that disappeared reads 0 instead of keeping
     // its old value (see `set_gauges`).
     seen_inventory: Mutex<HashSet<InventoryLabels>>,
     seen_pending: Mutex<HashSet<PendingLabels>>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RegistryLabels {
+    /// As in image references (`docker.io`, `ghcr.io`): as many as the registries in use.
+    registry: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotificationLabels {
+    /// The channel as configured, its secrets masked (`slack://***@webhook`).
+    channel: String,
+    /// `delivered`, `failed` or `dropped`.
+    result: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -312,6 +329,25 @@ impl Metrics {
             webhook_events.clone(),
         );
 
+        let registry_requests = Family::<RegistryLabels, Counter>::default();
+        r.register(
+            "registry_requests",
+            "HTTP requests sent to each registry (retries included)",
+            registry_requests.clone(),
+        );
+        let registry_errors = Family::<RegistryLabels, Counter>::default();
+        r.register(
+            "registry_errors",
+            "Registry requests that ended in an error after their retries, by registry",
+            registry_errors.clone(),
+        );
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        r.register(
+            "notifications",
+            "Notifications, by channel and result (delivered, failed, dropped)",
+            notifications.clone(),
+        );
+
         Metrics {
             inner: Arc::new(Inner {
                 registry: root,
@@ -329,10 +365,35 @@ impl Metrics {
                 pending_updates,
                 oldest_pending_approval,
                 webhook_events,
+                registry_requests,
+                registry_errors,
+                notifications,
                 seen_inventory: Mutex::new(HashSet::new()),
                 seen_pending: Mutex::new(HashSet::new()),
             }),
         }
+    }
+
+    /// Requests a cycle sent to `registry`, and how many of them ended in an error.
+    pub fn registry_requests(&self, registry: &str, requests: u64, errors: u64) {
+        let labels = RegistryLabels {
+            registry: registry.to_owned(),
+        };
+        let i = &self.inner;
+        i.registry_requests.get_or_create(&labels).inc_by(requests);
+        i.registry_errors.get_or_create(&labels).inc_by(errors);
+    }
+
+    /// `count` more notifications to `channel` ended with `result` (`delivered`, `failed`,
+    /// `dropped`).
+    pub fn notifications(&self, channel: &str, result: &str, count: u64) {
+        self.inner
+            .notifications
+            .get_or_create(&NotificationLabels {
+                channel: channel.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc_by(count);
     }
 
     /// A discovery scan of one asset type ended.

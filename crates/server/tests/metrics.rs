@@ -84,6 +84,10 @@ fn record_events(s: &TestServer) {
     m.set_oldest_pending_approval(Some(
         std::time::SystemTime::now() - Duration::from_secs(600),
     ));
+    m.registry_requests("docker.io", 7, 2);
+    m.registry_requests("ghcr.io", 3, 0);
+    m.notifications("slack://***@webhook", "delivered", 4);
+    m.notifications("slack://***@webhook", "failed", 1);
 }
 
 fn samples(text: &str) -> BTreeSet<String> {
@@ -134,11 +138,30 @@ async fn metrics_are_openmetrics_and_promtool_accepts_them() {
         "# TYPE safe_updater_last_successful_scan_timestamp_seconds gauge",
         "# TYPE safe_updater_oldest_pending_approval_timestamp_seconds gauge",
         "safe_updater_build_info{version=",
+        "safe_updater_registry_requests_total{registry=\"docker.io\"} 7",
+        "safe_updater_registry_errors_total{registry=\"docker.io\"} 2",
+        "safe_updater_registry_errors_total{registry=\"ghcr.io\"} 0",
+        "safe_updater_notifications_total{channel=\"slack://***@webhook\",result=\"failed\"} 1",
     ] {
         assert!(om.contains(want), "missing {want:?} in\n{om}");
     }
 
-    // What promtool (and scrapers without OpenMetrics) read: text format 0.0.4, same samples.
+    // What `curl /metrics | promtool check metrics` reads (no Accept header, or */*), and
+    // scrapers without OpenMetrics: text format 0.0.4, same samples.
+    for accept in [None, Some("*/*")] {
+        let mut req = c.get(s.url("/metrics"));
+        if let Some(a) = accept {
+            req = req.header("Accept", a);
+        }
+        let res = req.send().await.expect("scrape");
+        assert_eq!(
+            res.headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some("text/plain; version=0.0.4; charset=utf-8"),
+            "Accept {accept:?}"
+        );
+    }
     let res = c
         .get(s.url("/metrics"))
         .header("Accept", "text/plain;version=0.0.4")
