@@ -410,3 +410,100 @@ fn no_planted_secret_leaves_through_an_output() {
         }
     }
 }
+
+/// A daemon with 128 file descriptors against 300 clients that connect and send nothing or
+/// half a request: `/healthz` keeps answering, its cycles keep opening the state database,
+/// and the idle connections are closed within the header-read timeout (10 s).
+#[test]
+fn slow_and_idle_clients_do_not_starve_the_daemon() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    let env = Scoped::new("slowloris");
+    let port = free_port();
+    env.config(&format!(
+        "daemon: {{ interval: 1s, reload_poll: 1h }}\nserver: {{ listen: \"127.0.0.1:{port}\" }}\n"
+    ));
+    let bin = assert_cmd::cargo::cargo_bin("safe-updater");
+    let log = env.dir.path().join("watch.log");
+    let mut daemon = std::process::Command::new("bash")
+        .arg("-c")
+        .arg("ulimit -n 128 && exec \"$0\" \"$@\"")
+        .arg(&bin)
+        .arg("--config")
+        .arg(env.config_path())
+        .arg("--state")
+        .arg(env.state_path())
+        .args(["--log-format", "json", "watch"])
+        .env_remove("SAFE_UPDATER_CONFIG")
+        .env_remove("SAFE_UPDATER_STATE")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("watch starts");
+    let healthz = || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && http(port, "GET", "/healthz", &[], "").0 == 200
+    };
+    wait_for("/healthz", Duration::from_secs(30), healthz);
+    let cycles = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("\"cycle.finished\"")
+            .count()
+    };
+    let mut idle = Vec::new();
+    for i in 0..300 {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+            continue;
+        };
+        if i % 2 == 0 {
+            let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
+        }
+        idle.push(s);
+    }
+    assert!(idle.len() >= 250, "only {} connections opened", idle.len());
+    let before = cycles();
+    // While they hang on: the daemon answers, and its cycles go on.
+    for round in 0..5 {
+        let started = std::time::Instant::now();
+        let (status, body) = http(port, "GET", "/healthz", &[], "");
+        assert_eq!(
+            status,
+            200,
+            "round {round}: /healthz stopped answering under 300 idle connections after {:?}: {body}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    wait_for("two more cycles", Duration::from_secs(20), || {
+        cycles() >= before + 2
+    });
+    // Every idle connection is closed by the daemon within the header-read timeout.
+    let started = std::time::Instant::now();
+    for s in &mut idle {
+        s.set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("timeout");
+        let mut buf = [0u8; 256];
+        // EOF, a reset, or a 408 then EOF: closed.
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "idle connections were kept for {:?}",
+        started.elapsed()
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !text.contains("unable to open database") && !text.contains("Too many open files"),
+        "{text}"
+    );
+    assert!(healthz());
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}

@@ -31,6 +31,7 @@ pub mod webhooks;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -248,18 +249,218 @@ pub async fn bind(config: &ServerConfig) -> std::io::Result<tokio::net::TcpListe
     tokio::net::TcpListener::bind(config.listen).await
 }
 
-/// Serves until `shutdown` completes, then stops accepting and waits for requests in flight.
+/// What a client may hold of the server: slow or idle clients must not keep connections (and
+/// file descriptors) forever, nor so many that the process has none left for its own work
+/// (the state database, the engines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// A request's head must arrive within this (also between two requests on a kept-alive
+    /// connection: an idle connection is closed after it).
+    pub header_read_timeout: Duration,
+    /// A whole request (body included) and its response must be done within this.
+    pub request_timeout: Duration,
+    /// Connections served at once. At the cap, the oldest that never sent a request is closed
+    /// to make room; when all are serving requests, a new one is refused.
+    pub max_connections: usize,
+}
+
+impl ConnectionLimits {
+    /// 10 s for a request's head, 60 s for a request, and at most a quarter of the process's
+    /// descriptor limit (between 16 and 512) for connections.
+    pub fn for_this_process() -> ConnectionLimits {
+        let nofile = open_files_limit().unwrap_or(1024);
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            max_connections: usize::try_from(nofile / 4).unwrap_or(512).clamp(16, 512),
+        }
+    }
+}
+
+/// The connections being served, oldest first: how many requests each is handling now, and
+/// how to close it.
+#[derive(Debug, Default)]
+struct Tracked {
+    open: std::collections::BTreeMap<
+        u64,
+        (
+            Arc<std::sync::atomic::AtomicUsize>,
+            tokio::task::AbortHandle,
+        ),
+    >,
+}
+
+impl Tracked {
+    fn insert(
+        &mut self,
+        id: u64,
+        busy: Arc<std::sync::atomic::AtomicUsize>,
+        abort: tokio::task::AbortHandle,
+    ) {
+        // A connection that already ended (before it was registered) is not kept.
+        if !abort.is_finished() {
+            self.open.insert(id, (busy, abort));
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        self.open.remove(&id);
+    }
+
+    /// Whether a connection may be accepted: below `cap`; or after closing the oldest one
+    /// that is handling no request; or not (all are handling requests).
+    fn make_room(&mut self, cap: usize) -> Room {
+        self.open.retain(|_, (_, abort)| !abort.is_finished());
+        if self.open.len() < cap {
+            return Room::Free;
+        }
+        let idle = self
+            .open
+            .iter()
+            .find(|(_, (busy, _))| busy.load(std::sync::atomic::Ordering::SeqCst) == 0)
+            .map(|(id, _)| *id);
+        match idle.and_then(|id| self.open.remove(&id)) {
+            Some((_, abort)) => {
+                abort.abort();
+                Room::Made
+            }
+            None => Room::Full,
+        }
+    }
+}
+
+/// What [`Tracked::make_room`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Room {
+    Free,
+    /// An idle connection was closed for the next.
+    Made,
+    /// Every connection is handling a request.
+    Full,
+}
+
+fn lock_conns(m: &std::sync::Mutex<Tracked>) -> std::sync::MutexGuard<'_, Tracked> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The soft limit on open files (`/proc/self/limits`), where it can be read.
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Serves until `shutdown` completes, then stops accepting and waits (at most
+/// `limits.request_timeout`) for requests in flight.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
+    serve_with(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        router,
+        shutdown,
+        ConnectionLimits::for_this_process(),
     )
-    .with_graceful_shutdown(shutdown)
     .await
+}
+
+/// [`serve`] with explicit limits.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ConnectionLimits,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+
+    let cap = limits.max_connections.max(1);
+    let conns: Arc<std::sync::Mutex<Tracked>> = Arc::default();
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    let router = router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            match tokio::time::timeout(limits.request_timeout, next.run(req)).await {
+                Ok(response) => response,
+                Err(_) => ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request took too long to arrive or to answer",
+                )
+                .into_response(),
+            }
+        },
+    ));
+    tokio::pin!(shutdown);
+    let mut next_id: u64 = 0;
+    loop {
+        // Below the cap before accepting (an accepted connection is a descriptor already): at
+        // the cap, the connection that has waited longest without a request in progress makes
+        // room — a client that connects and sends nothing, or half a request, cannot keep
+        // others out; when every one is handling a request, the next waits in the backlog.
+        loop {
+            // The lock is released before any await: a connection task takes it when it ends.
+            let room = lock_conns(&conns).make_room(cap);
+            match room {
+                Room::Free => break,
+                // The closed connection's descriptor is released when its task is dropped,
+                // which happens once this loop lets the runtime run it.
+                Room::Made => tokio::task::yield_now().await,
+                Room::Full => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors (EMFILE/ENFILE) or a connection reset before it was
+                    // accepted: wait a little rather than spin, and go on.
+                    tracing::warn!(event = "server.accept_failed", error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        next_id += 1;
+        let id = next_id;
+        // Requests of this connection being handled now: a connection with none is idle
+        // (new, half-sent, or kept alive between requests) and may make room for another.
+        let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let router = router.clone();
+        let in_flight = Arc::clone(&busy);
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                let router = router.clone();
+                let in_flight = Arc::clone(&in_flight);
+                in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    let response = router.oneshot(req.map(axum::body::Body::new)).await;
+                    in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    response
+                }
+            });
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let registry = Arc::clone(&conns);
+        let task = tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            lock_conns(&registry).remove(id);
+        });
+        lock_conns(&conns).insert(id, busy, task.abort_handle());
+    }
+    drop(listener);
+    // Requests in flight finish; idle connections are told to close.
+    let _ = tokio::time::timeout(limits.request_timeout, graceful.shutdown()).await;
+    Ok(())
 }
 
 #[derive(Serialize)]
