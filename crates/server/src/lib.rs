@@ -174,6 +174,7 @@ pub struct AppState<B> {
     metrics: Metrics,
     readiness: Readiness,
     secrets: LiveSecrets,
+    webhook_guard: Arc<webhooks::WebhookGuard>,
 }
 
 impl<B> Clone for AppState<B> {
@@ -183,6 +184,7 @@ impl<B> Clone for AppState<B> {
             metrics: self.metrics.clone(),
             readiness: self.readiness.clone(),
             secrets: self.secrets.clone(),
+            webhook_guard: Arc::clone(&self.webhook_guard),
         }
     }
 }
@@ -208,6 +210,7 @@ impl<B: Backend> AppState<B> {
             metrics,
             readiness,
             secrets: LiveSecrets::new(config),
+            webhook_guard: Arc::default(),
         }
     }
 

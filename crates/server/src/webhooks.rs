@@ -113,21 +113,155 @@ pub(crate) async fn receive<B: Backend>(
             )));
         }
     };
-    let accepted = events.len();
+    let now = std::time::Instant::now();
+    // A delivery seen before (the sender's id, else the payload itself) triggers nothing again.
+    let delivery = delivery_key(src, &headers, &body);
+    if !state.webhook_guard.first_time(delivery, now) {
+        state.metrics.webhook_request(src.as_str(), "replayed");
+        tracing::info!(event = "webhook.replayed", source = %src, "a webhook delivery seen before; ignored");
+        return Ok((
+            StatusCode::OK,
+            Json(Accepted {
+                accepted: 0,
+                ignored: Some("this delivery was received before".to_owned()),
+            }),
+        )
+            .into_response());
+    }
+    // What a push asks for is a check of a repository: one trigger per repository, however
+    // many tags or events the payload lists.
+    let received = events.len();
+    let mut repositories: Vec<PushEvent> = Vec::new();
     for event in events {
-        tracing::info!(
-            source = %src,
-            registry = event.registry.as_deref().unwrap_or("-"),
-            repository = %event.repository,
-            tag = event.tag.as_deref().unwrap_or("-"),
-            "registry push announced"
-        );
+        if !repositories
+            .iter()
+            .any(|e| e.registry == event.registry && e.repository == event.repository)
+        {
+            repositories.push(event);
+        }
+    }
+    let unique = repositories.len();
+    repositories.truncate(MAX_TRIGGERS_PER_REQUEST);
+    let allowed = state.webhook_guard.take(repositories.len(), now);
+    if allowed == 0 && unique > 0 {
+        state.metrics.webhook_request(src.as_str(), "throttled");
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "more than {MAX_TRIGGERS_PER_MINUTE} repositories were announced in the last minute"
+            ),
+        )
+        .with_hint("the next cycle checks every repository anyway; send fewer notifications"));
+    }
+    repositories.truncate(allowed);
+    let accepted = repositories.len();
+    for event in repositories {
         state.backend.webhook_push(event).await?;
     }
     state.metrics.webhook_request(src.as_str(), "accepted");
-    let ignored =
-        (accepted == 0).then(|| "no push of a container image in this payload".to_owned());
+    tracing::info!(
+        event = "webhook.accepted",
+        source = %src,
+        events = received,
+        repositories = unique,
+        triggered = accepted,
+        "registry push announced"
+    );
+    let ignored = if received == 0 {
+        Some("no push of a container image in this payload".to_owned())
+    } else if accepted < unique {
+        Some(format!(
+            "{} of {unique} repositories were not triggered (at most {MAX_TRIGGERS_PER_REQUEST} per request and {MAX_TRIGGERS_PER_MINUTE} per minute); the next cycle checks them",
+            unique - accepted
+        ))
+    } else {
+        None
+    };
     Ok((StatusCode::ACCEPTED, Json(Accepted { accepted, ignored })).into_response())
+}
+
+/// Repositories one request may trigger checks of.
+pub const MAX_TRIGGERS_PER_REQUEST: usize = 100;
+/// Repositories all requests together may trigger checks of in a minute.
+pub const MAX_TRIGGERS_PER_MINUTE: usize = 600;
+/// How long a delivery is remembered to refuse its replay, and how many at most.
+const REPLAY_MEMORY: std::time::Duration = std::time::Duration::from_secs(600);
+const REPLAY_ENTRIES: usize = 4096;
+
+/// The delivery's identity: GitHub's `X-GitHub-Delivery` id when it sends one, else a hash of
+/// the payload (identical payloads are the same delivery).
+fn delivery_key(src: WebhookSource, headers: &HeaderMap, body: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut h = Sha256::new();
+    h.update(src.as_str().as_bytes());
+    match headers
+        .get("x-github-delivery")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(id) if src == WebhookSource::GitHub => {
+            h.update(b"delivery:");
+            h.update(id.as_bytes());
+        }
+        _ => {
+            h.update(b"payload:");
+            h.update(body);
+        }
+    }
+    h.finalize().into()
+}
+
+/// What keeps webhooks from turning into floods: the deliveries seen lately, and the
+/// triggers of the last minute.
+#[derive(Debug, Default)]
+pub(crate) struct WebhookGuard {
+    state: std::sync::Mutex<GuardState>,
+}
+
+#[derive(Debug, Default)]
+struct GuardState {
+    seen: std::collections::VecDeque<(std::time::Instant, [u8; 32])>,
+    triggers: std::collections::VecDeque<std::time::Instant>,
+}
+
+impl WebhookGuard {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GuardState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Remembers `key`; false when it was seen within the replay memory.
+    fn first_time(&self, key: [u8; 32], now: std::time::Instant) -> bool {
+        let mut st = self.lock();
+        while st
+            .seen
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > REPLAY_MEMORY)
+            || st.seen.len() > REPLAY_ENTRIES
+        {
+            st.seen.pop_front();
+        }
+        if st.seen.iter().any(|(_, k)| *k == key) {
+            return false;
+        }
+        st.seen.push_back((now, key));
+        true
+    }
+
+    /// How many of `wanted` triggers fit in the last minute's budget (and takes them).
+    fn take(&self, wanted: usize, now: std::time::Instant) -> usize {
+        let mut st = self.lock();
+        while st
+            .triggers
+            .front()
+            .is_some_and(|at| now.duration_since(*at) > std::time::Duration::from_secs(60))
+        {
+            st.triggers.pop_front();
+        }
+        let allowed = wanted.min(MAX_TRIGGERS_PER_MINUTE.saturating_sub(st.triggers.len()));
+        st.triggers.extend(std::iter::repeat_n(now, allowed));
+        allowed
+    }
 }
 
 fn verify(
