@@ -430,7 +430,7 @@ fn check_all(
     let who = actor();
     let wanted = |a: &Asset| filter.selects(a) && selection.selects(&AssetView::from(a));
     let docker = rt.block_on(async {
-        let cycle = Cycle::new(client.clone());
+        let cycle = Cycle::with_budget(client.clone(), cfg.registries.cycle_timeout);
         safe_updater_engine::check_some(cfg, store, &cycle, now, &who, cid, &wanted).await
     })?;
     Ok(match kube {
@@ -629,7 +629,7 @@ pub fn run_cycle(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<ExitCode
     let kube = session_kube_for_run(&rt, &cfg, &env)?;
     let report = rt.block_on(async {
         let auth = pull_auth_map(&client, &store).await?;
-        let cycle = Cycle::new(client.clone());
+        let cycle = Cycle::with_budget(client.clone(), cfg.registries.cycle_timeout);
         safe_updater_engine::run_once(
             &cfg,
             &mut store,

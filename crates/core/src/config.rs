@@ -302,6 +302,13 @@ pub struct RegistriesConfig {
     pub timeout: std::time::Duration,
     /// Attempts for a request that fails with 5xx, 429 or a timeout.
     pub attempts: u32,
+    /// The longest `Retry-After` (HTTP 429) waited for; a registry asking more fails the
+    /// request at once.
+    pub max_retry_after: std::time::Duration,
+    /// The longest one repository's tag listing may take, all pages together.
+    pub listing_timeout: std::time::Duration,
+    /// The longest a cycle's registry requests may take together.
+    pub cycle_timeout: std::time::Duration,
 }
 
 impl Default for RegistriesConfig {
@@ -315,6 +322,9 @@ impl Default for RegistriesConfig {
             max_concurrency: 4,
             timeout: std::time::Duration::from_secs(30),
             attempts: 4,
+            max_retry_after: std::time::Duration::from_secs(30),
+            listing_timeout: std::time::Duration::from_secs(120),
+            cycle_timeout: std::time::Duration::from_secs(900),
         }
     }
 }
@@ -674,6 +684,9 @@ struct RawRegistries {
     max_concurrency: Option<usize>,
     timeout: Option<String>,
     attempts: Option<u32>,
+    max_retry_after: Option<String>,
+    listing_timeout: Option<String>,
+    cycle_timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -1934,6 +1947,28 @@ fn compile_registries(
             Err(e) => problems.push(loc.problem("registries.timeout", e)),
         }
     }
+    for (name, value, slot) in [
+        (
+            "max_retry_after",
+            &raw.max_retry_after,
+            &mut out.max_retry_after,
+        ),
+        (
+            "listing_timeout",
+            &raw.listing_timeout,
+            &mut out.listing_timeout,
+        ),
+        ("cycle_timeout", &raw.cycle_timeout, &mut out.cycle_timeout),
+    ] {
+        if let Some(t) = present(value) {
+            match parse_duration(t) {
+                Ok(d) if !d.is_zero() => *slot = d,
+                Ok(_) => problems
+                    .push(loc.problem(&format!("registries.{name}"), "must be longer than 0")),
+                Err(e) => problems.push(loc.problem(&format!("registries.{name}"), e)),
+            }
+        }
+    }
     if let Some(a) = raw.attempts {
         if a == 0 {
             problems.push(loc.problem("registries.attempts", "must be at least 1"));
@@ -2095,6 +2130,9 @@ const REGISTRIES: Shape = Shape::Map(&[
     ("max_concurrency", &SCALAR),
     ("timeout", &SCALAR),
     ("attempts", &SCALAR),
+    ("max_retry_after", &SCALAR),
+    ("listing_timeout", &SCALAR),
+    ("cycle_timeout", &SCALAR),
 ]);
 const HEALTH: Shape = Shape::Map(&[
     ("window", &SCALAR),

@@ -182,7 +182,7 @@ async fn run_inner(
         selection.selects(&AssetView::from(a))
             && (open.contains_key(&a.id) || in_scope(&scope, &last, a, now))
     };
-    let cycle = Cycle::new(client.clone());
+    let cycle = Cycle::with_budget(client.clone(), cfg.registries.cycle_timeout);
     let mut tally = Tally::new(&scope, &open, cid);
     safe_updater_engine::check_each(
         cfg,

@@ -125,7 +125,7 @@ pub async fn check_kube(
                 continue;
             }
         };
-        let cycle = Cycle::new(client);
+        let cycle = Cycle::with_budget(client, config.registries.cycle_timeout);
         let report = check_assets(config, store, &cycle, now, actor, correlation_id, group).await?;
         add_counts(&mut requests, &report.requests);
         checks.extend(report.checks);

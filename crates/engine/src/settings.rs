@@ -127,6 +127,8 @@ pub fn registry_client_config(
         ..ClientConfig::default()
     };
     cfg.retry.max_attempts = reg.attempts;
+    cfg.retry.max_retry_after = reg.max_retry_after;
+    cfg.listing_timeout = reg.listing_timeout;
     Ok(cfg)
 }
 

@@ -288,10 +288,28 @@ impl RegistryClient {
         url.query_pairs_mut()
             .append_pair("n", &self.inner.config.tags_page_size.to_string());
         let mut listing = TagListing::default();
+        let started = std::time::Instant::now();
+        let budget = self.inner.config.listing_timeout;
+        // Every page asked for: a link back to any of them is a loop (A → B → A).
+        let mut visited: std::collections::HashSet<String> = std::collections::HashSet::new();
+        visited.insert(url.to_string());
         loop {
-            let reply = self
-                .authorized(&ctx, Method::GET, &url, Some("application/json"), true)
-                .await?;
+            let page = tokio::time::timeout(
+                budget.saturating_sub(started.elapsed()),
+                self.authorized(&ctx, Method::GET, &url, Some("application/json"), true),
+            )
+            .await;
+            let Ok(reply) = page else {
+                return Err(ctx.err(ErrorKind::OverBudget {
+                    detail: format!(
+                        "listing the tags took longer than {}s (registries.listing_timeout) after {} page(s) and {} tag(s); the next cycle tries again",
+                        budget.as_secs(),
+                        listing.pages,
+                        listing.tags
+                    ),
+                }));
+            };
+            let reply = reply?;
             expect_success(&ctx, &reply)?;
             let page: TagsPage = serde_json::from_slice(&reply.body).map_err(|e| {
                 ctx.err(ErrorKind::InvalidResponse {
@@ -353,6 +371,14 @@ impl RegistryClient {
             if next_url == url {
                 return Err(ctx.err(ErrorKind::InvalidResponse {
                     detail: "the next-page link points back to the same page".into(),
+                }));
+            }
+            if !visited.insert(next_url.to_string()) {
+                return Err(ctx.err(ErrorKind::InvalidResponse {
+                    detail: format!(
+                        "the next-page links loop: page {} links back to a page already read",
+                        listing.pages
+                    ),
                 }));
             }
             if listing.pages >= self.inner.config.max_tag_pages {

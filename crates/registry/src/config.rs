@@ -44,6 +44,9 @@ pub struct ClientConfig {
     pub tags_page_size: u32,
     /// Tag-list pages followed at most for one repository (a guard against link loops).
     pub max_tag_pages: u32,
+    /// The longest one repository's tag listing may take, all its pages together (a registry
+    /// that pages slowly, or forever, cannot hold a cycle).
+    pub listing_timeout: Duration,
     /// A bearer token is reused until its `expires_in` minus this margin.
     pub token_expiry_margin: Duration,
     /// Largest response body read into memory (a tag page, a manifest, a config blob).
@@ -69,6 +72,7 @@ impl Default for ClientConfig {
             rate_limit_reserve: 10,
             tags_page_size: 1000,
             max_tag_pages: 10_000,
+            listing_timeout: Duration::from_secs(120),
             token_expiry_margin: Duration::from_secs(10),
             max_body_bytes: 8 * 1024 * 1024,
             user_agent: concat!("safe-updater/", env!("CARGO_PKG_VERSION")).to_owned(),

@@ -98,6 +98,9 @@ pub struct Cycle<R: RegistryApi = RegistryClient> {
     tags: Mutex<HashMap<RepoKey, Shared<Arc<[String]>>>>,
     heads: Mutex<HashMap<(RepoKey, String), Shared<ManifestHead>>>,
     started: RequestCounts,
+    /// When the cycle's registry work must end (`None`: no limit); what comes after is left
+    /// to the next cycle.
+    deadline: Option<(std::time::Instant, std::time::Duration)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -118,7 +121,49 @@ impl<R: RegistryApi> Cycle<R> {
             tags: Mutex::new(HashMap::new()),
             heads: Mutex::new(HashMap::new()),
             started,
+            deadline: None,
         }
+    }
+
+    /// [`Cycle::new`] whose registry requests all end within `budget` from now: a registry
+    /// that answers slowly, pages forever or asks to wait cannot hold the cycle (the rest of
+    /// its repositories fail with "over budget" and are asked again next cycle).
+    pub fn with_budget(registry: R, budget: std::time::Duration) -> Self {
+        let mut c = Cycle::new(registry);
+        c.deadline = Some((std::time::Instant::now() + budget, budget));
+        c
+    }
+
+    /// Runs `work` within the cycle's budget.
+    async fn within<T>(
+        &self,
+        image: &ImageRef,
+        step: Step,
+        work: impl Future<Output = Result<T, RegistryError>>,
+    ) -> Result<T, RegistryError> {
+        let Some((deadline, budget)) = self.deadline else {
+            return work.await;
+        };
+        let over = || {
+            RegistryError::new(
+                image.registry(),
+                image.repository(),
+                step,
+                ErrorKind::OverBudget {
+                    detail: format!(
+                        "the cycle's {}s for registry requests (registries.cycle_timeout) are used up; the next cycle asks again",
+                        budget.as_secs()
+                    ),
+                },
+            )
+        };
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(over());
+        }
+        tokio::time::timeout(left, work)
+            .await
+            .unwrap_or_else(|_| Err(over()))
     }
 
     pub fn registry(&self) -> &R {
@@ -133,15 +178,17 @@ impl<R: RegistryApi> Cycle<R> {
     /// Every tag of `image`'s repository, fetched once per cycle.
     pub async fn tags(&self, image: &ImageRef) -> Result<Arc<[String]>, RegistryError> {
         let cell = lock(&self.tags).entry(repo_key(image)).or_default().clone();
-        cell.get_or_init(|| async {
-            let mut all = Vec::new();
-            self.registry
-                .list_tags(image, &mut |page| {
-                    all.extend(page);
-                    ControlFlow::Continue(())
-                })
-                .await?;
-            Ok(Arc::from(all))
+        cell.get_or_init(|| {
+            self.within(image, Step::ListTags, async {
+                let mut all = Vec::new();
+                self.registry
+                    .list_tags(image, &mut |page| {
+                        all.extend(page);
+                        ControlFlow::Continue(())
+                    })
+                    .await?;
+                Ok(Arc::from(all))
+            })
         })
         .await
         .clone()
@@ -155,9 +202,15 @@ impl<R: RegistryApi> Cycle<R> {
     ) -> Result<ManifestHead, RegistryError> {
         let key = (repo_key(image), reference.to_owned());
         let cell = lock(&self.heads).entry(key).or_default().clone();
-        cell.get_or_init(|| self.registry.head_manifest(image, reference))
-            .await
-            .clone()
+        cell.get_or_init(|| {
+            self.within(
+                image,
+                Step::HeadManifest,
+                self.registry.head_manifest(image, reference),
+            )
+        })
+        .await
+        .clone()
     }
 
     /// The platforms of a digest (cached by the client for the whole process).

@@ -207,6 +207,11 @@ pub enum ErrorKind {
     /// The request itself cannot be made (invalid tag or digest, bad configuration).
     #[error("invalid request: {detail}")]
     InvalidRequest { detail: String },
+
+    /// A time budget ran out (a tag listing's, or the cycle's for registry work): what is left
+    /// waits for the next cycle.
+    #[error("{detail}")]
+    OverBudget { detail: String },
 }
 
 fn registry_message(message: &str) -> String {

@@ -1524,3 +1524,150 @@ async fn no_secret_reaches_a_log_line_or_debug_string() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Bounded work per registry
+
+#[tokio::test]
+async fn a_pagination_loop_through_several_pages_is_detected() {
+    let server = MockServer::start().await;
+    // Page A links to B, B to C, C back to A: no page links to itself.
+    for (from, to) in [("", "b"), ("b", "c"), ("c", "")] {
+        let mut m = Mock::given(method("GET")).and(path("/v2/loop/web/tags/list"));
+        m = if from.is_empty() {
+            m.and(wiremock::matchers::query_param_is_missing("last"))
+        } else {
+            m.and(query_param("last", from))
+        };
+        let link = if to.is_empty() {
+            "</v2/loop/web/tags/list?n=1000>; rel=\"next\"".to_owned()
+        } else {
+            format!("</v2/loop/web/tags/list?n=1000&last={to}>; rel=\"next\"")
+        };
+        m.respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"name": "loop/web", "tags": [format!("1.0.{}", from.len())]}))
+                .insert_header("Link", link.as_str()),
+        )
+        .mount(&server)
+        .await;
+    }
+    let err = client(config())
+        .all_tags(&image(&server, "loop/web"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("loop"), "{err}");
+    // Three pages, each once: the loop is caught at the first link back.
+    let requests = server.received_requests().await.unwrap_or_default();
+    assert_eq!(requests.len(), 3, "{requests:?}");
+}
+
+/// Pages forever, each a little slowly, never the same URL twice.
+struct Endless;
+
+impl Respond for Endless {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let n: u64 = req
+            .url
+            .query_pairs()
+            .find(|(k, _)| k == "last")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"name": "endless/web", "tags": [format!("0.0.{n}")]}))
+            .insert_header(
+                "Link",
+                format!(
+                    "</v2/endless/web/tags/list?n=1&last={}>; rel=\"next\"",
+                    n + 1
+                )
+                .as_str(),
+            )
+            .set_delay(Duration::from_millis(100))
+    }
+}
+
+#[tokio::test]
+async fn a_listing_that_never_ends_is_cut_at_its_deadline() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v2/endless/web/tags/list"))
+        .respond_with(Endless)
+        .mount(&server)
+        .await;
+    let mut c = config();
+    c.listing_timeout = Duration::from_secs(1);
+    let started = Instant::now();
+    let err = client(c)
+        .all_tags(&image(&server, "endless/web"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::OverBudget { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("listing_timeout"), "{err}");
+    let pages = server.received_requests().await.unwrap_or_default().len();
+    // Bounded by the deadline, not by max_tag_pages (10,000).
+    assert!((2..=15).contains(&pages), "{pages} pages");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_cycle_stops_asking_when_its_budget_is_spent() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v2/endless/web/tags/list"))
+        .respond_with(Endless)
+        .mount(&server)
+        .await;
+    let cycle = Cycle::with_budget(client(config()), Duration::from_millis(500));
+    let err = cycle
+        .tags(&image(&server, "endless/web"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::OverBudget { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("cycle_timeout"), "{err}");
+    // Everything after it fails at once, without a request.
+    let before = server.received_requests().await.unwrap_or_default().len();
+    let err = cycle
+        .head(&image(&server, "endless/other"), "1.0.0")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::OverBudget { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        server.received_requests().await.unwrap_or_default().len(),
+        before
+    );
+}
+
+#[tokio::test]
+async fn retry_after_is_capped_by_the_setting() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "20"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut c = config();
+    c.retry.max_retry_after = Duration::from_secs(5);
+    let started = Instant::now();
+    let err = client(c)
+        .all_tags(&image(&server, "demo/web"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::RateLimited { attempts: 1, .. }),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "it did not wait 20 s"
+    );
+}
