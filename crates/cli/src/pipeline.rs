@@ -555,6 +555,68 @@ pub fn run_check(global: &GlobalArgs, args: &CheckArgs) -> anyhow::Result<ExitCo
     })
 }
 
+/// Sends the notifications `watch` would for these outcomes and recoveries (applied, rolled
+/// back, failed, not recovered) to `notifications.urls`, and waits (at most 10 s) for them to
+/// go out. A channel that cannot be set up or reached is a warning, never the command's
+/// failure.
+fn announce(
+    rt: &tokio::runtime::Runtime,
+    cfg: &safe_updater_core::config::Config,
+    store: &Store,
+    outcomes: &[safe_updater_engine::ApplyOutcome],
+    recovered: &[safe_updater_engine::Recovery],
+    cid: &str,
+) {
+    if cfg.notifications.urls.is_empty() {
+        return;
+    }
+    let _inside = rt.enter();
+    let notifier = match safe_updater_notify::Notifier::from_urls(
+        &cfg.notifications.urls,
+        safe_updater_notify::NotifyOptions {
+            approve_base_url: cfg.notifications.approve_base_url.clone(),
+            timeout: cfg.notifications.timeout,
+            attempts: cfg.notifications.attempts,
+            ..safe_updater_notify::NotifyOptions::default()
+        },
+    ) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("warning: notifications not sent: {e}");
+            return;
+        }
+    };
+    let mut sent = 0;
+    for o in outcomes {
+        let Ok(Some(asset)) = store.get_asset(&o.asset_id) else {
+            continue;
+        };
+        let tag = safe_updater_core::reference::ImageRef::parse(&o.to)
+            .ok()
+            .and_then(|r| r.tag().map(str::to_owned))
+            .unwrap_or_else(|| o.to.clone());
+        if let Some(event) = safe_updater_daemon::outcome_event(&asset, &tag, o, cid) {
+            notifier.notify(event);
+            sent += 1;
+        }
+    }
+    for r in recovered.iter().filter(|r| r.failed()) {
+        let asset = store.get_asset(&r.asset_id).ok().flatten();
+        notifier.notify(safe_updater_daemon::unrecovered_event(r, asset.as_ref()));
+        sent += 1;
+    }
+    if sent == 0 {
+        return;
+    }
+    let report = rt.block_on(notifier.flush(std::time::Duration::from_secs(10)));
+    if report.pending > 0 {
+        eprintln!(
+            "warning: {} notification(s) still unsent after 10 s",
+            report.pending
+        );
+    }
+}
+
 /// Pull credentials for every registry the tracked containers use.
 async fn pull_auth_map(
     client: &RegistryClient,
@@ -741,6 +803,13 @@ pub fn run_cycle(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<ExitCode
             }
         }
     }
+    let mut all_applied = report.applied.clone();
+    let mut all_recovered = report.recovered.clone();
+    if let Some(k) = &kube_report {
+        all_applied.extend(k.applied.iter().cloned());
+        all_recovered.extend(k.recovered.iter().cloned());
+    }
+    announce(&rt, &cfg, &store, &all_applied, &all_recovered, &cid);
     // An asset another process is updating is that process's: not a failure of this run. An
     // interrupted update nobody could bring back is (its service may be down).
     let failed =
@@ -930,6 +999,7 @@ pub fn run_update(global: &GlobalArgs, args: &UpdateArgs) -> anyhow::Result<Exit
         outcomes.push(outcome);
     }
     print_outcomes(global, &outcomes)?;
+    announce(&rt, &cfg, &store, &outcomes, &[], &cid);
     if let Some(code) = crate::signals::exit_code() {
         return Ok(ExitCode::from(code));
     }
@@ -1050,6 +1120,14 @@ pub fn run_rollback(global: &GlobalArgs, args: &RollbackArgs) -> anyhow::Result<
             }
         }
     }
+    announce(
+        &rt,
+        &cfg,
+        &store,
+        report.outcome.as_slice(),
+        &report.recovered,
+        &cid,
+    );
     if let Some(code) = crate::signals::exit_code() {
         return Ok(ExitCode::from(code));
     }
@@ -1112,6 +1190,7 @@ fn rollback_kube(
     ))?;
     let ok = outcome.status == ApplyStatus::Succeeded;
     print_outcomes(global, std::slice::from_ref(&outcome))?;
+    announce(&rt, &cfg, &store, std::slice::from_ref(&outcome), &[], &cid);
     if let Some(code) = crate::signals::exit_code() {
         return Ok(ExitCode::from(code));
     }

@@ -507,3 +507,59 @@ fn slow_and_idle_clients_do_not_starve_the_daemon() {
     let _ = daemon.kill();
     let _ = daemon.wait();
 }
+
+/// `update`, `rollback` and `run --once` notify like `watch`: an applied update, a rolled-back
+/// one and a rollback reach the configured channel before the command exits; the approve link
+/// of an approval notification opens a page (it was a 404).
+#[test]
+fn cli_commands_notify_like_the_daemon() {
+    let mut env = Scoped::new("notify");
+    let (hook, notes) = common::receiver();
+    env.config(&format!(
+        "health: {{ window: 3s, interval: 500ms, failure_threshold: 2 }}\n\
+         notifications: {{ urls: [\"http://127.0.0.1:{hook}/hook\"] }}\n"
+    ));
+    env.start("web", "1.0.0", &[]);
+    let id = env.id("web");
+    assert_eq!(env.cli(&["scan"]).code, 0);
+    let r = env.cli(&["update", &id, "--to", "1.0.1"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = env.cli(&["rollback", &id]);
+    assert_eq!(r.code, 0, "{r:?}");
+    // The best patch, 1.0.2, fails its health check: rolled back, announced.
+    let r = env.cli(&["run", "--once"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let events: Vec<(String, String)> = notes
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|n| n["asset_id"] == id.as_str())
+        .map(|n| {
+            (
+                n["event"].as_str().unwrap_or("").to_owned(),
+                n["to"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("applied".to_owned(), "1.0.1".to_owned()),
+            ("applied".to_owned(), "1.0.0".to_owned()),
+            ("rolled_back".to_owned(), "1.0.2".to_owned()),
+        ],
+        "{events:?}"
+    );
+
+    // The approve link's page exists.
+    let port = free_port();
+    env.config(&format!("server: {{ listen: \"127.0.0.1:{port}\" }}\n"));
+    env.spawn("watch.log", &["watch"]);
+    wait_for("/healthz", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && http(port, "GET", "/healthz", &[], "").0 == 200
+    });
+    let (status, body) = http(port, "GET", &format!("/approvals/{id}"), &[], "");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("safe-updater approve"), "{body}");
+}

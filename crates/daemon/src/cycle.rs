@@ -338,25 +338,12 @@ pub(crate) fn report_recoveries(shared: &Shared, store: &Store, recovered: &[Rec
                 continue;
             }
             let asset = store.get_asset(&r.asset_id).ok().flatten();
-            let (kind, namespace, name) = match &asset {
-                Some(a) => (Some(a.kind), namespace_of(a), a.name.clone()),
-                None => (None, String::new(), r.asset_id.clone()),
+            let (asset_type, namespace) = match &asset {
+                Some(a) => (a.kind.asset_type(), namespace_of(a)),
+                None => ("docker", String::new()),
             };
-            let asset_type = kind.map_or("docker", |k| k.asset_type());
             shared.metrics.rollback(asset_type, &namespace, false);
-            let mut event = Event::new(
-                EventKind::Failed,
-                r.asset_id.clone(),
-                name,
-                kind.map_or("", |k| k.as_str()),
-                Timestamp::now(),
-            );
-            event.namespace = asset.and_then(|a| a.namespace);
-            event.reason = format!(
-                "update #{} was interrupted and could not be brought back: {}",
-                r.update_id, r.detail
-            );
-            shared.notifier.notify(event);
+            shared.notifier.notify(unrecovered_event(r, asset.as_ref()));
         }
     }
 }
@@ -752,25 +739,69 @@ pub(crate) fn report_outcome(
             m == UpdateOutcome::Succeeded,
         );
     }
-    if let Some(kind) = kind {
-        let mut event = Event::new(
-            kind,
-            asset.id.clone(),
-            asset.name.clone(),
-            asset.kind.as_str(),
-            Timestamp::now(),
-        );
-        event.namespace = asset.namespace.clone();
-        event.from = tag_of(&asset.image);
-        event.to = Some(target.to_owned());
-        event.decision = "approve".into();
-        event.reason = outcome
-            .detail
-            .clone()
-            .unwrap_or_else(|| format!("{} is running", target));
-        event.correlation_id = Some(cid.to_owned());
+    if kind.is_some()
+        && let Some(event) = outcome_event(asset, target, outcome, cid)
+    {
         shared.notifier.notify(event);
     }
+}
+
+/// The notification of how an update of `asset` to `target` (a tag, or a chart version)
+/// ended: applied, rolled back, failed; `None` for an update that did not start or had
+/// nothing to do. What `watch` and the CLI commands send.
+pub fn outcome_event(
+    asset: &Asset,
+    target: &str,
+    outcome: &ApplyOutcome,
+    cid: &str,
+) -> Option<Event> {
+    let kind = match outcome.status {
+        ApplyStatus::Succeeded => EventKind::Applied,
+        ApplyStatus::RolledBack | ApplyStatus::Interrupted => EventKind::RolledBack,
+        ApplyStatus::Failed | ApplyStatus::Frozen => EventKind::Failed,
+        ApplyStatus::Skipped
+        | ApplyStatus::NotStarted
+        | ApplyStatus::Busy
+        | ApplyStatus::Unchanged => return None,
+    };
+    let mut event = Event::new(
+        kind,
+        asset.id.clone(),
+        asset.name.clone(),
+        asset.kind.as_str(),
+        Timestamp::now(),
+    );
+    event.namespace = asset.namespace.clone();
+    event.from = tag_of(&asset.image);
+    event.to = Some(target.to_owned());
+    event.decision = "approve".into();
+    event.reason = outcome
+        .detail
+        .clone()
+        .unwrap_or_else(|| format!("{} is running", target));
+    event.correlation_id = Some(cid.to_owned());
+    Some(event)
+}
+
+/// The notification of an interrupted update nobody could bring back.
+pub fn unrecovered_event(r: &Recovery, asset: Option<&Asset>) -> Event {
+    let (kind, name) = match asset {
+        Some(a) => (a.kind.as_str(), a.name.clone()),
+        None => ("", r.asset_id.clone()),
+    };
+    let mut event = Event::new(
+        EventKind::Failed,
+        r.asset_id.clone(),
+        name,
+        kind,
+        Timestamp::now(),
+    );
+    event.namespace = asset.and_then(|a| a.namespace.clone());
+    event.reason = format!(
+        "update #{} was interrupted and could not be brought back: {}",
+        r.update_id, r.detail
+    );
+    event
 }
 
 fn record_inventory(

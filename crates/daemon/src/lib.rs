@@ -20,6 +20,7 @@
 
 mod backend;
 mod cycle;
+pub use cycle::{outcome_event, unrecovered_event};
 mod kube_cycle;
 
 use std::collections::HashMap;

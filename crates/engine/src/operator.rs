@@ -682,14 +682,18 @@ pub fn parse_until(text: &str, now: Timestamp) -> Result<Timestamp, OperatorErro
         }
         return midnight(d);
     }
-    if let Ok(d) = text.parse::<jiff::civil::Date>() {
-        return midnight(d);
-    }
-    if let Ok(dt) = text.replacen(' ', "T", 1).parse::<jiff::civil::DateTime>() {
+    // A date and a time first: a date's parser also reads `2026-12-24 09:30`, dropping the
+    // time.
+    if text.len() > 10
+        && let Ok(dt) = text.replacen(' ', "T", 1).parse::<jiff::civil::DateTime>()
+    {
         return dt
             .to_zoned(utc)
             .map(|z| z.timestamp())
             .map_err(|_| invalid());
+    }
+    if let Ok(d) = text.parse::<jiff::civil::Date>() {
+        return midnight(d);
     }
     let span: Span = text.parse().map_err(|_| invalid())?;
     let d: SignedDuration = span

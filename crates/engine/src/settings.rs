@@ -129,6 +129,9 @@ pub fn registry_client_config(
     cfg.retry.max_attempts = reg.attempts;
     cfg.retry.max_retry_after = reg.max_retry_after;
     cfg.listing_timeout = reg.listing_timeout;
+    cfg.proxy = safe_updater_registry::ProxyEnv::from_lookup(|name| {
+        env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    });
     Ok(cfg)
 }
 

@@ -1207,12 +1207,17 @@ fn build_http(config: &ClientConfig) -> Result<reqwest::Client, ClientBuildError
         .with_platform_verifier()?
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let http = reqwest::Client::builder()
+    // Proxies as configured here only (reqwest would read the environment itself, and send
+    // loopback registries through a proxy too).
+    let mut builder = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .connect_timeout(config.connect_timeout)
         .user_agent(config.user_agent.clone())
-        .build()?;
-    Ok(http)
+        .no_proxy();
+    for p in config.proxy.proxies().map_err(ClientBuildError::Config)? {
+        builder = builder.proxy(p);
+    }
+    Ok(builder.build()?)
 }
 
 fn basic_header(username: &str, password: &Secret) -> HeaderValue {

@@ -52,6 +52,8 @@ pub struct ClientConfig {
     /// Largest response body read into memory (a tag page, a manifest, a config blob).
     pub max_body_bytes: usize,
     pub user_agent: String,
+    /// Proxies from the environment (loopback and `NO_PROXY` hosts are never proxied).
+    pub proxy: crate::proxy::ProxyEnv,
 }
 
 impl Default for ClientConfig {
@@ -76,6 +78,7 @@ impl Default for ClientConfig {
             token_expiry_margin: Duration::from_secs(10),
             max_body_bytes: 8 * 1024 * 1024,
             user_agent: concat!("safe-updater/", env!("CARGO_PKG_VERSION")).to_owned(),
+            proxy: crate::proxy::ProxyEnv::default(),
         }
     }
 }

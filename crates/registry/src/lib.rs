@@ -25,6 +25,7 @@ mod cycle;
 mod error;
 pub mod headers;
 pub mod manifest;
+mod proxy;
 
 pub use client::{ClientBuildError, RegistryClient, TagListing};
 pub use config::{ClientConfig, DockerConfigLocation, RetryPolicy};
@@ -33,3 +34,4 @@ pub use credentials::{Credential, CredentialSource, Secret};
 pub use cycle::{Cycle, FakeRegistry, RegistryApi};
 pub use error::{ErrorKind, RegistryError, Step};
 pub use manifest::{ManifestHead, Platform};
+pub use proxy::ProxyEnv;

@@ -1671,3 +1671,71 @@ async fn retry_after_is_capped_by_the_setting() {
         "it did not wait 20 s"
     );
 }
+
+#[tokio::test]
+async fn loopback_registries_are_never_proxied_and_no_proxy_is_honoured() {
+    // A proxy that answers every request as the registry would.
+    let proxy = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"name": "demo/web", "tags": ["9.9.9"]})),
+        )
+        .mount(&proxy)
+        .await;
+    let registry = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v2/demo/web/tags/list"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"name": "demo/web", "tags": ["1.0.0"]})),
+        )
+        .mount(&registry)
+        .await;
+    let proxied = |no_proxy: Option<&str>| {
+        let mut c = config();
+        c.insecure_registries = vec!["registry.example.invalid".into()];
+        c.proxy = safe_updater_registry::ProxyEnv {
+            http: Some(format!("http://{}", proxy.address())),
+            no_proxy: no_proxy.map(str::to_owned),
+            ..Default::default()
+        };
+        client(c)
+    };
+    // The loopback registry is reached directly: it answers, the proxy sees nothing.
+    let tags = proxied(None)
+        .all_tags(&image(&registry, "demo/web"))
+        .await
+        .expect("direct");
+    assert_eq!(tags, ["1.0.0"]);
+    assert!(
+        proxy
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .is_empty()
+    );
+    // Another host goes through the proxy ...
+    let far = ImageRef::parse("registry.example.invalid/demo/web").expect("ref");
+    let tags = proxied(None)
+        .all_tags(&far)
+        .await
+        .expect("through the proxy");
+    assert_eq!(tags, ["9.9.9"]);
+    assert_eq!(proxy.received_requests().await.unwrap_or_default().len(), 1);
+    // ... unless NO_PROXY names it (then it is asked directly, and does not exist).
+    let err = proxied(Some("example.invalid"))
+        .all_tags(&far)
+        .await
+        .unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::Transport { .. }), "{err:?}");
+    assert_eq!(proxy.received_requests().await.unwrap_or_default().len(), 1);
+    // The variables are read upper case first, then lower case.
+    let env = safe_updater_registry::ProxyEnv::from_lookup(|k| match k {
+        "https_proxy" => Some("http://p:3128".into()),
+        "NO_PROXY" => Some("corp.example".into()),
+        _ => None,
+    });
+    assert_eq!(env.https.as_deref(), Some("http://p:3128"));
+    assert_eq!(env.no_proxy.as_deref(), Some("corp.example"));
+}

@@ -242,6 +242,7 @@ pub fn router<B: Backend>(state: AppState<B>) -> Router {
             post(api::asset_action::<B>).delete(api::asset_undo::<B>),
         )
         .route("/webhooks/{source}", post(webhooks::receive::<B>))
+        .route("/approvals/{*asset}", get(approval_page))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(logging::log_request))
         .with_state(state)
@@ -470,6 +471,46 @@ pub async fn serve_with(
 struct Alive {
     status: &'static str,
     version: &'static str,
+}
+
+/// Where the approve link of an "approval needed" notification lands
+/// (`{approve_base_url}/approvals/{asset_id}`): how to answer the review, with the CLI or the
+/// API. It shows only what the link itself names; the reviews themselves are behind a token.
+async fn approval_page(axum::extract::Path(asset): axum::extract::Path<String>) -> Response {
+    fn escape(s: &str) -> String {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+            .replace('\'', "&#39;")
+    }
+    let asset = escape(&asset);
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>Review {asset} - safe-updater</title></head><body>\
+         <h1>An update of {asset} waits for review</h1>\
+         <p>See what waits and why: <code>safe-updater approvals</code>, or \
+         <code>GET /api/v1/approvals</code> with an API token.</p>\
+         <p>Let it proceed: <code>safe-updater approve {asset}@&lt;version&gt;</code>, or \
+         <code>POST /api/v1/approvals/{asset}@&lt;version&gt;/approve</code>.</p>\
+         <p>Refuse it: <code>safe-updater reject {asset}@&lt;version&gt; --reason TEXT</code>.</p>\
+         </body></html>"
+    );
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+            ),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 async fn healthz() -> Response {
