@@ -23,6 +23,7 @@ mod context;
 mod offline;
 mod output;
 mod pipeline;
+mod progress;
 mod signals;
 mod state;
 mod watch;

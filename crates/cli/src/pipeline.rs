@@ -689,6 +689,7 @@ pub fn run_cycle(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<ExitCode
     let rt = runtime()?;
     let stop = crate::signals::stop_on_signals(&rt);
     let kube = session_kube_for_run(&rt, &cfg, &env)?;
+    let (progress, line) = crate::progress::health_window(table);
     let report = rt.block_on(async {
         let auth = pull_auth_map(&client, &store).await?;
         let cycle = Cycle::with_budget(client.clone(), cfg.registries.cycle_timeout);
@@ -703,10 +704,12 @@ pub fn run_cycle(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<ExitCode
             &cid,
             &selection,
             &stop,
+            &progress,
         )
         .await
         .map_err(anyhow::Error::from)
     })?;
+    line.finish();
     let kube_report = match &kube {
         Some(_) if stop.requested() => None,
         Some(k) => Some(rt.block_on(safe_updater_engine::run_kube_once(
@@ -858,6 +861,7 @@ pub fn run_update(global: &GlobalArgs, args: &UpdateArgs) -> anyhow::Result<Exit
     let client = session.registry_client()?;
     let rt = runtime()?;
     let stop = crate::signals::stop_on_signals(&rt);
+    let (progress, line) = crate::progress::health_window(global.output == OutputFormat::Table);
     // An asset named on the command line must exist; the error names what was meant.
     if let Some(a) = &args.asset {
         safe_updater_engine::operator::tracked_asset(&session.store, a)
@@ -876,10 +880,13 @@ pub fn run_update(global: &GlobalArgs, args: &UpdateArgs) -> anyhow::Result<Exit
     let now = Timestamp::now();
     let cid = correlation_id(now);
     let who = actor();
-    // The plan: an explicit --to, or what policy allows now.
+    // The plan: an explicit --to, or what policy allows now (with the candidate that allows
+    // it).
     let mut plan: Vec<(String, String)> = Vec::new();
+    let mut chosen: Vec<Option<safe_updater_core::decide::Candidate>> = Vec::new();
     if let (Some(asset), Some(to)) = (&args.asset, &args.to) {
         plan.push((asset.clone(), to.clone()));
+        chosen.push(None);
     } else {
         let selection = args.select.selection(&cfg)?;
         let report = check_all(
@@ -905,31 +912,67 @@ pub fn run_update(global: &GlobalArgs, args: &UpdateArgs) -> anyhow::Result<Exit
             if let Some(e) = &c.evaluation
                 && let Some(t) = &e.act_on
                 && !job
-                && e.candidates
+                && let Some(cand) = e
+                    .candidates
                     .iter()
-                    .any(|x| &x.tag == t && x.decision.as_str() == "approve")
+                    .find(|x| &x.tag == t && x.decision.as_str() == "approve")
             {
                 plan.push((c.asset_id.clone(), t.clone()));
+                chosen.push(Some(cand.clone()));
             }
         }
     }
     if args.dry_run {
+        let mut planned = Vec::new();
+        for ((asset_id, to), cand) in plan.iter().zip(&chosen) {
+            if let Some(asset) = store.get_asset(asset_id)? {
+                planned.push(safe_updater_engine::plan_update(
+                    &cfg,
+                    &asset,
+                    to,
+                    cand.as_ref(),
+                ));
+            }
+        }
         match global.output {
-            OutputFormat::Json => output::json(
-                &plan
-                    .iter()
-                    .map(|(a, t)| serde_json::json!({"asset_id": a, "to": t}))
-                    .collect::<Vec<_>>(),
-            )?,
-            OutputFormat::Table if plan.is_empty() => println!("nothing to update"),
+            OutputFormat::Json => output::json(&planned)?,
+            OutputFormat::Table if planned.is_empty() => println!("nothing to update"),
             OutputFormat::Table => {
+                let rows = planned
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.asset_id.clone(),
+                            p.from.clone(),
+                            p.to.clone(),
+                            p.change.clone().unwrap_or_else(|| "-".into()),
+                            p.rule.clone(),
+                            p.checks.join(", "),
+                            if p.hooks.is_empty() {
+                                "-".into()
+                            } else {
+                                p.hooks.join(", ")
+                            },
+                            p.refused
+                                .clone()
+                                .map_or_else(|| p.on_failure.clone(), |r| format!("REFUSED: {r}")),
+                        ]
+                    })
+                    .collect();
                 println!(
                     "{}",
                     output::table(
-                        &["ASSET", "TO"],
-                        plan.iter()
-                            .map(|(a, t)| vec![a.clone(), t.clone()])
-                            .collect()
+                        &[
+                            "ASSET",
+                            "FROM",
+                            "TO",
+                            "CHANGE",
+                            "RULE",
+                            "VERIFIED BY",
+                            "HOOKS",
+                            "ON FAILURE"
+                        ],
+                        rows
                     )
                 );
                 println!("(dry run: nothing changed)");
@@ -990,12 +1033,13 @@ pub fn run_update(global: &GlobalArgs, args: &UpdateArgs) -> anyhow::Result<Exit
             _ => rt.block_on(async {
                 let auth = pull_auth_map(&client, &store).await?;
                 safe_updater_engine::apply_one(
-                    &cfg, &mut store, &specs, asset, to, &auth, &who, &cid, &stop,
+                    &cfg, &mut store, &specs, asset, to, &auth, &who, &cid, &stop, &progress,
                 )
                 .await
                 .map_err(anyhow::Error::from)
             })?,
         };
+        line.finish();
         outcomes.push(outcome);
     }
     print_outcomes(global, &outcomes)?;
@@ -1067,17 +1111,11 @@ pub fn run_rollback(global: &GlobalArgs, args: &RollbackArgs) -> anyhow::Result<
     let who = actor();
     let table = global.output == OutputFormat::Table;
     if table {
-        eprintln!(
-            "rolling {} back{}...",
-            args.asset,
-            args.to
-                .as_deref()
-                .map(|t| format!(" to {t}"))
-                .unwrap_or_default()
-        );
+        say_rolling_back(args);
     }
     let rt = runtime()?;
     let stop = crate::signals::stop_on_signals(&rt);
+    let (progress, line) = crate::progress::health_window(table);
     let report = rt.block_on(async {
         let auth = pull_auth_map(&client, &store).await?;
         safe_updater_engine::rollback(
@@ -1090,10 +1128,12 @@ pub fn run_rollback(global: &GlobalArgs, args: &RollbackArgs) -> anyhow::Result<
             &who,
             &cid,
             &stop,
+            &progress,
         )
         .await
         .map_err(anyhow::Error::from)
     })?;
+    line.finish();
     match global.output {
         OutputFormat::Json => output::json(&report)?,
         OutputFormat::Table => {
@@ -1138,6 +1178,17 @@ pub fn run_rollback(global: &GlobalArgs, args: &RollbackArgs) -> anyhow::Result<
     })
 }
 
+fn say_rolling_back(args: &RollbackArgs) {
+    eprintln!(
+        "rolling {} back{}...",
+        args.asset,
+        args.to
+            .as_deref()
+            .map(|t| format!(" to {t}"))
+            .unwrap_or_default()
+    );
+}
+
 /// `rollback` of a Kubernetes asset: the previous image, or `helm rollback` for a release.
 fn rollback_kube(
     global: &GlobalArgs,
@@ -1161,14 +1212,7 @@ fn rollback_kube(
     let now = Timestamp::now();
     let cid = correlation_id(now);
     if global.output == OutputFormat::Table {
-        eprintln!(
-            "rolling {} back{}...",
-            args.asset,
-            args.to
-                .as_deref()
-                .map(|t| format!(" to {t}"))
-                .unwrap_or_default()
-        );
+        say_rolling_back(args);
     }
     for r in rt.block_on(safe_updater_engine::recover_kube(
         &cfg,

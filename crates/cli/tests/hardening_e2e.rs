@@ -32,10 +32,7 @@ fn every_log_line_of_an_update_names_its_own_asset() {
         })
         .collect();
     env.spawn("watch.log", &["--log-format", "json", "watch"]);
-    wait_for("/healthz", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && http(port, "GET", "/healthz", &[], "").0 == 200
-    });
+    common::wait_healthy(port);
     let ids: Vec<String> = (0..4).map(|i| env.id(&format!("w{i}"))).collect();
     wait_for("every update done", Duration::from_secs(90), || {
         ids.iter().all(|id| {
@@ -136,6 +133,51 @@ fn what_check_promises_update_does() {
         "{b}"
     );
     assert_eq!(eval_of(&env.id("fine"))["act_on"], "1.0.2");
+
+    // The dry run shows the whole plan: the change, the rule that allows it, what verifies it
+    // and what happens on failure; it changes nothing.
+    let r = env.cli(&["update", "--dry-run"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let plan = r.json();
+    let p = plan
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["asset_id"] == env.id("fine")))
+        .unwrap_or_else(|| panic!("fine not planned: {plan}"));
+    assert_eq!(p["to"], "1.0.2", "{p}");
+    assert_eq!(p["from"], env.image("1.0.0"), "{p}");
+    assert_eq!(p["change"], "patch", "{p}");
+    assert!(p["rule"].as_str().unwrap_or("").contains("patch"), "{p}");
+    assert!(
+        p["checks"].as_array().is_some_and(|c| c
+            .iter()
+            .any(|c| c.as_str().unwrap_or("").contains("docker"))),
+        "{p}"
+    );
+    assert!(
+        p["on_failure"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("rollback"),
+        "{p}"
+    );
+    assert!(p.get("refused").is_none(), "{p}");
+    let broken_plan = env.cli(&["update", &env.id("broken"), "--to", "1.0.1", "--dry-run"]);
+    let bp = &broken_plan.json()[0];
+    assert!(
+        bp["refused"].as_str().unwrap_or("").contains("health-tcp"),
+        "{bp}"
+    );
+    let table = env.cli_table(&["update", "--dry-run"]);
+    assert!(
+        table.stdout.contains("ON FAILURE") && table.stdout.contains("dry run"),
+        "{table:?}"
+    );
+    assert_eq!(
+        common::image_of(&fine),
+        env.image("1.0.0"),
+        "dry run changed it"
+    );
+
     let r = env.cli(&["update"]);
     let ids = common::column(&r.json(), "asset_id")
         .into_iter()
@@ -555,11 +597,43 @@ fn cli_commands_notify_like_the_daemon() {
     let port = free_port();
     env.config(&format!("server: {{ listen: \"127.0.0.1:{port}\" }}\n"));
     env.spawn("watch.log", &["watch"]);
-    wait_for("/healthz", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && http(port, "GET", "/healthz", &[], "").0 == 200
-    });
+    common::wait_healthy(port);
     let (status, body) = http(port, "GET", &format!("/approvals/{id}"), &[], "");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("safe-updater approve"), "{body}");
+}
+
+#[test]
+fn a_long_health_window_shows_its_progress_on_a_terminal() {
+    let mut env = Scoped::new("progress");
+    env.config("health: { window: 3s, interval: 500ms }\n");
+    // An image without a HEALTHCHECK: every round passes from the first.
+    let web = env.start("web", "1.0.0-plain", &[]);
+    assert_eq!(env.cli(&["scan"]).code, 0);
+    let id = env.id("web");
+    // `script` gives the command a real terminal, as an operator's shell does.
+    let bin = assert_cmd::cargo::cargo_bin("safe-updater");
+    let command = format!(
+        "{} --config {} --state {} update {id} --to 1.0.1-plain",
+        bin.display(),
+        env.config_path().display(),
+        env.state_path().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env("XDG_STATE_HOME", "/nonexistent/safe-updater-tests/state")
+        .env_remove("SAFE_UPDATER_SCOPE")
+        .output()
+        .expect("script runs");
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{seen}");
+    assert!(seen.contains("health round 1 of 7, 0s of 3s: ok"), "{seen}");
+    assert!(seen.contains("3s of 3s: ok"), "the last round: {seen}");
+    assert!(seen.contains("succeeded"), "{seen}");
+    assert_eq!(common::image_of(&web), env.image("1.0.1-plain"));
+
+    // Off a terminal the same command draws nothing.
+    let r = env.cli_table(&["update", &id, "--to", "1.0.0-plain"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!r.stderr.contains("health round"), "{r:?}");
 }

@@ -301,10 +301,7 @@ fn the_cli_and_the_daemon_never_touch_each_others_updates() {
     let (auto_id, manual_id) = (env.id("auto"), env.id("manual"));
     assert_eq!(env.cli(&["scan"]).code, 0);
     env.spawn("watch.log", &["--log-format", "json", "watch"]);
-    wait_for("/healthz", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && http(port, "GET", "/healthz", &[], "").0 == 200
-    });
+    common::wait_healthy(port);
 
     // The daemon updates its container; while it is in its window, the CLI runs a cycle and
     // asks for the same update.
@@ -715,10 +712,7 @@ fn an_update_that_cannot_be_recovered_is_reported_as_a_failure() {
     );
 
     env.spawn("watch.log", &["--log-format", "json", "watch"]);
-    wait_for("/healthz", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && http(port, "GET", "/healthz", &[], "").0 == 200
-    });
+    common::wait_healthy(port);
     wait_for("the failure counted", Duration::from_secs(30), || {
         let (_, body) = http(port, "GET", "/metrics", &[("Accept", "text/plain")], "");
         body.lines().any(|l| {

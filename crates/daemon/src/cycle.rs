@@ -675,6 +675,7 @@ async fn apply(
         cid,
         // SIGTERM lets the updates in flight finish; none is cut short.
         &Stop::never(),
+        &safe_updater_engine::Progress::none(),
     )
     .await;
     match &result {

@@ -246,6 +246,29 @@ fn report(healthy: bool, reason: String, observations: Vec<Observation>) -> Heal
     }
 }
 
+/// Where a health window stands after a round of probes that did not end it, for progress on
+/// a terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Round {
+    /// 1 for the first round.
+    pub number: u32,
+    /// The rounds the window holds when every round passes (failures add retries).
+    pub planned: u32,
+    pub elapsed: Duration,
+    pub window: Duration,
+    pub ok: bool,
+    /// The round's result in a few words: its first failure, or its last observation.
+    pub last: String,
+}
+
+impl Monitor {
+    fn planned_rounds(&self) -> u32 {
+        let interval = self.interval.as_millis().max(1);
+        let rounds = self.window.as_millis().div_ceil(interval) + 1;
+        u32::try_from(rounds).unwrap_or(u32::MAX)
+    }
+}
+
 /// Watches `container_id` for `m.window` with `checks` (see the module docs for the rules).
 pub async fn monitor(
     engine: &Engine,
@@ -253,7 +276,21 @@ pub async fn monitor(
     checks: &[Check],
     m: &Monitor,
 ) -> HealthReport {
-    let deadline = tokio::time::Instant::now() + m.window;
+    monitor_observed(engine, container_id, checks, m, &|_| {}).await
+}
+
+/// [`monitor`], telling `on_round` where the window stands after each round it survives.
+pub async fn monitor_observed(
+    engine: &Engine,
+    container_id: &str,
+    checks: &[Check],
+    m: &Monitor,
+    on_round: &(dyn Fn(&Round) + Send + Sync),
+) -> HealthReport {
+    let began = tokio::time::Instant::now();
+    let deadline = began + m.window;
+    let planned = m.planned_rounds();
+    let mut number: u32 = 0;
     let threshold = m.failure_threshold.max(1);
     let mut observations = Vec::new();
     let mut baseline: Option<(String, i64)> = None;
@@ -317,6 +354,7 @@ pub async fn monitor(
                 observations,
             );
         }
+        let round_start = observations.len();
         observations.push(observation(
             "container",
             true,
@@ -371,6 +409,22 @@ pub async fn monitor(
             }
         }
         let now = tokio::time::Instant::now();
+        number += 1;
+        let this_round = &observations[round_start..];
+        let last = this_round
+            .iter()
+            .find(|o| !o.ok)
+            .or(this_round.last())
+            .map(|o| format!("{}: {}", o.check, o.detail))
+            .unwrap_or_default();
+        on_round(&Round {
+            number,
+            planned: planned.max(number),
+            elapsed: now - began,
+            window: m.window,
+            ok: this_round.iter().all(|o| o.ok),
+            last,
+        });
         if now >= deadline {
             let not_ok: Vec<String> = checks
                 .iter()

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::EngineError;
 use crate::lease::{LeaseKeeper, standing_of};
+use crate::progress::Progress;
 use crate::stop::Stop;
 
 /// How one update ended.
@@ -142,6 +143,8 @@ pub struct ApplySettings<'a> {
     pub correlation_id: &'a str,
     /// Cuts the update short between steps (see [`apply`]).
     pub stop: Stop,
+    /// Hears of each round of the health window.
+    pub progress: Progress,
 }
 
 /// The engine-side credential for pulling: Basic only (what `X-Registry-Auth` carries for
@@ -259,6 +262,89 @@ pub fn checks_for(asset: &Asset, rules: &[CheckRule]) -> Result<Vec<Check>, Stri
         });
     }
     Ok(checks)
+}
+
+/// What an update would do, for `update --dry-run`: from and to, the change and the rule that
+/// allows it, the checks that will verify it, the hooks that will run, and what happens if it
+/// fails.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedUpdate {
+    pub asset_id: String,
+    pub from: String,
+    pub to: String,
+    /// `patch`, `minor`, ... (`None` for a version an operator named).
+    pub change: Option<String>,
+    /// The setting that lets it proceed (`default.patch`, `approval`, `operator`).
+    pub rule: String,
+    pub reason: Option<String>,
+    /// What verifies it: `docker` (the image's HEALTHCHECK, or staying up without one),
+    /// `rollout` for Kubernetes, then the configured and labelled checks.
+    pub checks: Vec<String>,
+    /// Lifecycle commands that run around it (their labels).
+    pub hooks: Vec<String>,
+    /// `rollback` or `freeze`, and the rule that says so.
+    pub on_failure: String,
+    /// Why the update step would refuse it, when it would.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}
+
+/// The plan of updating `asset` to `to` (a tag or chart version), with the policy's candidate
+/// for it when policy chose it.
+pub fn plan_update(
+    config: &safe_updater_core::config::Config,
+    asset: &Asset,
+    to: &str,
+    candidate: Option<&safe_updater_core::decide::Candidate>,
+) -> PlannedUpdate {
+    let policy = config.policy.resolve_asset(asset);
+    let refused = update_refusal(asset, &config.health_checks);
+    let mut checks = Vec::new();
+    if asset.kind == safe_updater_core::asset::AssetKind::Container {
+        if let Ok(list) = checks_for(asset, &config.health_checks) {
+            checks = list.iter().map(Check::label).collect();
+        }
+    } else {
+        checks.push("rollout and readiness".to_owned());
+        let (specs, _) = health_spec::checks_for(&config.health_checks, &AssetView::from(asset));
+        checks.extend(specs.iter().map(|c| match c {
+            CheckSpec::Http(h) => format!(
+                "http {} {}",
+                h.method,
+                safe_updater_core::redact::url(&h.url)
+            ),
+            CheckSpec::Tcp(t) => format!("tcp {}:{}", t.host, t.port),
+            CheckSpec::Exec(e) => format!("exec {}", e.command.join(" ")),
+        }));
+    }
+    let hooks = if asset.kind == safe_updater_core::asset::AssetKind::Container {
+        [Stage::PreUpdate, Stage::PostUpdate]
+            .into_iter()
+            .filter_map(|stage| lifecycle::hook(&asset.labels, stage).ok().flatten())
+            .map(|h| h.label)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    PlannedUpdate {
+        asset_id: asset.id.clone(),
+        from: asset.image.clone(),
+        to: to.to_owned(),
+        change: candidate.map(|c| c.change.clone()),
+        rule: candidate.map_or_else(|| "operator".to_owned(), |c| c.rule.clone()),
+        reason: candidate.map(|c| c.reason.clone()),
+        checks,
+        hooks,
+        on_failure: format!(
+            "{} ({})",
+            match policy.on_failure.value {
+                OnFailure::Rollback => "rollback",
+                OnFailure::Freeze => "freeze",
+            },
+            policy.on_failure.rule
+        ),
+        refused,
+    }
 }
 
 /// Why the update step would refuse to run for `asset` whatever the version: health checks
@@ -502,8 +588,11 @@ pub async fn apply(
             observations: Vec::new(),
         },
         None => {
+            let on_round = |r: &health::Round| s.progress.round(r);
             tokio::select! {
-                r = health::monitor(engine, &new_id, &checks, &monitor) => r,
+                r = health::monitor_observed(
+                    engine, &new_id, &checks, &monitor, &on_round,
+                ) => r,
                 () = s.stop.wait() => {
                     return run
                         .interrupted("stopped by a signal during its health window", true)

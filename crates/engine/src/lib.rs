@@ -19,14 +19,15 @@ pub mod kube_check;
 pub mod kube_session;
 pub mod lease;
 pub mod operator;
+pub mod progress;
 mod run;
 mod scan;
 mod settings;
 pub mod stop;
 
 pub use apply::{
-    ApplyOutcome, ApplySettings, ApplyStatus, Recovery, apply, blocked_by, pull_auth, pull_auths,
-    pull_auths_for, recover, registry_of,
+    ApplyOutcome, ApplySettings, ApplyStatus, PlannedUpdate, Recovery, apply, blocked_by,
+    plan_update, pull_auth, pull_auths, pull_auths_for, recover, registry_of,
 };
 pub use check::{AssetCheck, CheckReport, check, check_each, check_some};
 pub use kube_apply::{
@@ -36,6 +37,7 @@ pub use kube_apply::{
 pub use kube_check::check_kube;
 pub use kube_session::{KubeOverrides, KubeSession};
 pub use operator::{OperatorError, PendingApproval};
+pub use progress::Progress;
 pub use run::{
     DependencyNode, RollbackReport, RunReport, WATCHTOWER_DEPENDS_ON, apply_by_policy, apply_one,
     connect_all, dependency_groups, dependency_groups_of, dependency_order, previous_version,

@@ -14,6 +14,7 @@ use safe_updater_store::Store;
 use serde::Serialize;
 
 use crate::apply::{ApplyOutcome, ApplySettings, Recovery, apply, recover};
+use crate::progress::Progress;
 use crate::stop::Stop;
 use crate::{CheckReport, EngineError, ScanReport, scan};
 use safe_updater_core::policy::AssetView;
@@ -186,6 +187,7 @@ pub async fn run_once<R: RegistryApi>(
     correlation_id: &str,
     selection: &Selection,
     stop: &Stop,
+    progress: &Progress,
 ) -> Result<RunReport, EngineError> {
     let engines = connect_all(specs).await;
     let recovered = if selection.narrows() {
@@ -253,6 +255,7 @@ pub async fn run_once<R: RegistryApi>(
                 actor,
                 correlation_id,
                 stop,
+                progress,
             )
             .await?,
         );
@@ -278,6 +281,7 @@ pub async fn apply_one(
     actor: &str,
     correlation_id: &str,
     stop: &Stop,
+    progress: &Progress,
 ) -> Result<ApplyOutcome, EngineError> {
     let not_started = |detail: String| ApplyOutcome::not_started(asset_id, "", target_tag, detail);
     let Some(asset) = store.get_asset(asset_id)? else {
@@ -317,6 +321,7 @@ pub async fn apply_one(
         actor,
         correlation_id,
         stop,
+        progress,
     )
     .await
 }
@@ -334,6 +339,7 @@ pub async fn apply_by_policy(
     actor: &str,
     correlation_id: &str,
     stop: &Stop,
+    progress: &Progress,
 ) -> Result<ApplyOutcome, EngineError> {
     let policy = config.policy.resolve_asset(asset);
     let registry = safe_updater_core::reference::ImageRef::parse(&asset.image)
@@ -346,6 +352,7 @@ pub async fn apply_by_policy(
         actor,
         correlation_id,
         stop: stop.clone(),
+        progress: progress.clone(),
     };
     apply(
         store,
@@ -397,6 +404,7 @@ pub async fn rollback(
     actor: &str,
     correlation_id: &str,
     stop: &Stop,
+    progress: &Progress,
 ) -> Result<RollbackReport, EngineError> {
     let mut report = RollbackReport {
         recovered: Vec::new(),
@@ -476,6 +484,7 @@ pub async fn rollback(
         actor,
         correlation_id,
         stop,
+        progress,
     )
     .await?;
     if outcome.status == crate::ApplyStatus::Succeeded

@@ -4,29 +4,13 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
-use common::{ALICE_TOKEN, BOB_TOKEN, MemBackend, TestServer, client, config, secret};
+use common::{ALICE_TOKEN, BOB_TOKEN, LogBuf, MemBackend, TestServer, client, config, secret};
 use reqwest::StatusCode;
 use serde_json::json;
 
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buf {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log buffer").extend_from_slice(data);
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn no_token_or_secret_reaches_the_log() {
-    let buf = Buf::default();
+    let buf = LogBuf::default();
     let writer = buf.clone();
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)

@@ -5,27 +5,11 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
-use common::{MemBackend, TestServer, client, config, secret};
+use common::{LogBuf, MemBackend, TestServer, client, config, secret};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const SECRET: &str = "dist-flood-secret-77aa";
-
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buf {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log buffer").extend_from_slice(data);
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// A distribution notification envelope: `pushes` manifest pushes, over `repos` repositories,
 /// each event with its own id (as the registry sends them).
@@ -65,7 +49,7 @@ async fn post(s: &TestServer, body: Vec<u8>) -> (StatusCode, Value) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flood_of_pushes_is_one_check_per_repository_and_one_log_line() {
-    let buf = Buf::default();
+    let buf = LogBuf::default();
     let writer = buf.clone();
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)

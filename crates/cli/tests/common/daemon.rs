@@ -165,6 +165,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Waits (up to 30 s) until a daemon's `/healthz` answers 200 on `port`.
+pub fn wait_healthy(port: u16) {
+    wait_for("/healthz", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && http(port, "GET", "/healthz", &[], "").0 == 200
+    });
+}
+
 pub fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let end = Instant::now() + timeout;
     while Instant::now() < end {

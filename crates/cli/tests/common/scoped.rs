@@ -105,6 +105,16 @@ impl Scoped {
         super::exec(c, args)
     }
 
+    /// [`Scoped::cli`] with table output, as an operator at a terminal reads it.
+    pub fn cli_table(&self, args: &[&str]) -> Run {
+        let mut c = bin();
+        c.arg("--config")
+            .arg(self.config_path())
+            .arg("--state")
+            .arg(self.state_path());
+        super::exec(c, args)
+    }
+
     /// The binary started in the background with this test's config and state; stderr goes
     /// to `<dir>/<log>`. Killed when the test ends.
     pub fn spawn(&mut self, log: &str, args: &[&str]) -> &mut Child {

@@ -375,3 +375,18 @@ pub fn client() -> reqwest::Client {
         .build()
         .expect("http client")
 }
+
+/// A log sink for `tracing_subscriber::fmt().with_writer(...)`: what the tests' global
+/// subscriber writes, to be searched.
+#[derive(Clone, Default)]
+pub struct LogBuf(pub Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
